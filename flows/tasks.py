@@ -1,0 +1,58 @@
+"""The tasks of a run. Small arguments in (paths, month strings, program names), small values out
+(counts and paths); each task opens its own connection to the warehouse."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from rules import load_programs, load_vocabularies
+from tiers.months import Month
+from tiers.warehouse import Warehouse
+from transforms import evaluate as evaluation
+from transforms.ingest import IngestResult, Ingestor
+
+
+def _transient(task, task_run, state) -> bool:
+    """Retry only I/O hiccups; a bad file or a broken chain of months fails the same way every time."""
+    try:
+        state.result()
+    except OSError:
+        return True
+    except Exception:
+        return False
+    return False
+
+
+def _ingestor(con, input_dir: str, warehouse: Warehouse) -> Ingestor:
+    # Every program in rules/ shapes the transaction sums, so one read of a month serves them all.
+    return Ingestor(con, Path(input_dir), warehouse.quarantine, load_vocabularies(), load_programs())
+
+
+@task(name="ingest-reference", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2,
+      retry_condition_fn=_transient)
+def ingest_reference(input_dir: str, warehouse_dir: str) -> list[IngestResult]:
+    warehouse = Warehouse(Path(warehouse_dir))
+    with warehouse.connect() as con:
+        ingestor = _ingestor(con, input_dir, warehouse)
+        return ingestor.ingest_all_reference()
+
+
+@task(name="ingest-month", task_run_name="ingest-{dataset}-{month}", cache_policy=NO_CACHE, retries=2,
+      retry_delay_seconds=2, retry_condition_fn=_transient)
+def ingest_month(input_dir: str, warehouse_dir: str, dataset: str, month: str, needed_by: str) -> IngestResult:
+    warehouse = Warehouse(Path(warehouse_dir))
+    with warehouse.connect() as con:
+        ingestor = _ingestor(con, input_dir, warehouse)
+        return ingestor.ingest_month(dataset, Month.parse(month), needed_by)
+
+
+@task(name="evaluate", task_run_name="evaluate-{program}-{month}", cache_policy=NO_CACHE, retries=2,
+      retry_delay_seconds=2, retry_condition_fn=_transient)
+def evaluate(warehouse_dir: str, program: str, month: str) -> evaluation.Evaluated:
+    warehouse = Warehouse(Path(warehouse_dir))
+    [loaded] = load_programs([program])
+    with warehouse.connect() as con:
+        return evaluation.evaluate(con, warehouse, loaded, load_vocabularies(), Month.parse(month))

@@ -1,0 +1,150 @@
+"""Compile a program into the small rule tables the evaluation SQL joins against.
+
+The evaluation SQL (transforms/sql/evaluation.sql) is the same for every program: what differs is
+data. Python only touches programs and months here, never customers.
+
+Exact arithmetic: every figure is an integer number of cents ``num`` over an integer ``scale``
+(cents per CNY times the window's days for averages), so a figure's CNY value is ``num / scale``.
+Points are ``sum(coef * num) / points_scale`` with integer ``coef`` chosen so the sum is exact;
+a comparison ``value >= threshold`` is evaluated as ``num * threshold_den >= threshold_num * scale``.
+No division, no float, anywhere on the way to a tier.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+
+import pyarrow as pa
+
+from rules.loader import LoadedProgram, Vocabularies
+from rules.schema import BalanceFigure, TransactionFigure
+from tiers.months import Month, window
+
+CENTS = 100
+_INT64_MAX = 2**63 - 1
+
+
+def _ratio(value) -> tuple[int, int]:
+    fraction = Fraction(value)
+    return fraction.numerator, fraction.denominator
+
+
+def rule_tables(loaded: LoadedProgram, vocab: Vocabularies) -> dict[str, pa.Table]:
+    """The month-independent tables of one program."""
+    program = loaded.rules
+    figure_codes, figure_rows, excluded_mcc = [], [], []
+    for order, (name, figure) in enumerate(program.figures.items()):
+        if isinstance(figure, BalanceFigure):
+            for code in figure.product_codes:
+                for risk_class in figure.risk_classes or vocab.risk_classes:
+                    figure_codes.append({"figure": name, "code": code, "risk_class": risk_class})
+        else:
+            for code in figure.txn_types:
+                figure_codes.append({"figure": name, "code": code, "risk_class": None})
+            excluded_mcc += [{"figure": name, "mcc": mcc} for mcc in figure.exclude.merchant_categories]
+        is_txn = isinstance(figure, TransactionFigure)
+        figure_rows.append(
+            {
+                "figure": name,
+                "ord": order,
+                "source": figure.source,
+                "basis": "counted" if is_txn else figure.basis,
+                "window_months": figure.window_months,
+                "cap_per_transaction": figure.cap_per_transaction if is_txn else None,
+                "apply_fee_factor": figure.apply_fee_factor if is_txn else None,
+                "exclude_single_above": figure.exclude.single_amount_above if is_txn else None,
+            }
+        )
+    conditions = []
+    for band in program.tiers:
+        for group_index, group in enumerate(band.condition_groups):
+            for condition in group:
+                op, bound = condition.operator
+                num, den = _ratio(bound)
+                conditions.append(
+                    {"tier": band.tier, "grp": group_index, "measure": condition.measure,
+                     "op": op, "thr_num": num, "thr_den": den}
+                )
+    money = pa.decimal128(18, 2)
+    return {
+        "rule_figures": pa.Table.from_pylist(
+            figure_rows,
+            schema=pa.schema(
+                [("figure", pa.string()), ("ord", pa.int32()), ("source", pa.string()), ("basis", pa.string()),
+                 ("window_months", pa.int32()), ("cap_per_transaction", money), ("apply_fee_factor", pa.bool_()),
+                 ("exclude_single_above", money)]
+            ),
+        ),
+        "rule_figure_codes": pa.Table.from_pylist(
+            figure_codes, schema=pa.schema([("figure", pa.string()), ("code", pa.string()), ("risk_class", pa.string())])
+        ),
+        "rule_excluded_mcc": pa.Table.from_pylist(
+            excluded_mcc, schema=pa.schema([("figure", pa.string()), ("mcc", pa.string())])
+        ),
+        "rule_tiers": pa.Table.from_pylist(
+            [{"tier": b.tier, "tier_name": b.name} for b in program.tiers],
+            schema=pa.schema([("tier", pa.int32()), ("tier_name", pa.string())]),
+        ),
+        "rule_conditions": pa.Table.from_pylist(
+            conditions,
+            schema=pa.schema(
+                [("tier", pa.int32()), ("grp", pa.int32()), ("measure", pa.string()), ("op", pa.string()),
+                 ("thr_num", pa.int64()), ("thr_den", pa.int64())]
+            ),
+        ),
+        "rule_floors": pa.Table.from_pylist(
+            [{"product_code": code, "tier": tier} for code, tier in program.floors.items()],
+            schema=pa.schema([("product_code", pa.string()), ("tier", pa.int32())]),
+        ),
+        "rule_caps": pa.Table.from_pylist(
+            [{"event_code": code} for code in (program.caps.events if program.caps else [])],
+            schema=pa.schema([("event_code", pa.string())]),
+        ),
+        "rule_buffers": pa.Table.from_pylist(
+            [{"tier": tier, "failed_reviews": count} for tier, count in program.calendar.failed_reviews_to_fall.items()],
+            schema=pa.schema([("tier", pa.int32()), ("failed_reviews", pa.int32())]),
+        ),
+    }
+
+
+@dataclass(frozen=True)
+class MonthScales:
+    """What an evaluation at ``month`` needs besides the rule tables: windows and exact scales."""
+
+    figures: pa.Table  # figure, first_month, scale, coef
+    points_scale: int  # points = sum(coef * num) / points_scale; 1 when the program has no points
+
+
+def month_scales(loaded: LoadedProgram, month: Month) -> MonthScales:
+    program = loaded.rules
+    rows = []
+    for name, figure in program.figures.items():
+        months = window(month, figure.window_months)
+        days = sum(m.days for m in months) if getattr(figure, "basis", None) == "average_daily" else 1
+        rows.append({"figure": name, "first_month": months[0].first_day, "scale": days * CENTS})
+
+    points_scale = 1
+    if program.points:
+        per_num, per_den = _ratio(program.points.per_amount)
+        # points_f = rate_f * (num_f / scale_f) / per_amount: bring every term to one denominator.
+        denominators = {}
+        for row in rows:
+            if row["figure"] in program.points.rates:
+                rate_num, rate_den = _ratio(program.points.rates[row["figure"]])
+                denominators[row["figure"]] = (rate_num, rate_den * per_num * row["scale"])
+        points_scale = math.lcm(*(den for _, den in denominators.values()))
+        for row in rows:
+            if row["figure"] in denominators:
+                rate_num, den = denominators[row["figure"]]
+                row["coef"] = rate_num * per_den * (points_scale // den)
+        if points_scale > _INT64_MAX or any(row.get("coef", 0) > _INT64_MAX for row in rows):
+            raise OverflowError(f"{loaded.path}: points rates too fine-grained for exact integer arithmetic")
+    table = pa.Table.from_pylist(
+        [{**row, "coef": row.get("coef")} for row in rows],
+        schema=pa.schema(
+            [("figure", pa.string()), ("first_month", pa.date32()), ("scale", pa.int64()), ("coef", pa.int64())]
+        ),
+    )
+    return MonthScales(figures=table, points_scale=points_scale)

@@ -1,0 +1,229 @@
+"""The rule-file schema: what a bank's tier scheme may say, validated with pydantic.
+
+A program reduces each customer's month to named *figures* (balance averages, month-end balances,
+counted transaction amounts), optionally scores them as *points*, maps figures and points to a tier
+through ordered *bands*, applies *floors* (held products) and *caps* (credit events), and moves the
+tier in force through a *calendar* of reviews with buffers. Amounts are CNY decimals; every
+threshold and rate is a ``Decimal`` so nothing on the way to a tier is a float.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from tiers.months import Month
+
+Identifier = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
+NonNegativeAmount = Annotated[Decimal, Field(ge=0, decimal_places=2)]
+
+
+class _Strict(BaseModel):
+    # A misspelt key is an error, not a silently ignored setting.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BalanceFigure(_Strict):
+    """Balances of the listed products: the window's average daily balance, or the month-end balance."""
+
+    source: Literal["balances"]
+    basis: Literal["average_daily", "month_end"]
+    window_months: int = Field(1, ge=1, le=24)
+    product_codes: list[str] = Field(min_length=1)
+    # Only balances whose loan classification is listed count (none listed: all count).
+    risk_classes: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _month_end_is_one_month(self) -> "BalanceFigure":
+        if self.basis == "month_end" and self.window_months != 1:
+            raise ValueError("a month_end figure reads the evaluated month only: window_months must be 1")
+        return self
+
+
+class TransactionExclusions(_Strict):
+    single_amount_above: NonNegativeAmount | None = None
+    merchant_categories: list[Annotated[str, Field(pattern=r"^[0-9]{4}$")]] = []
+
+
+class TransactionFigure(_Strict):
+    """Transactions of the listed types, each counted as round_half_up(min(amount, cap) * fee_factor, 2)."""
+
+    source: Literal["transactions"]
+    window_months: int = Field(1, ge=1, le=24)
+    txn_types: list[str] = Field(min_length=1)
+    cap_per_transaction: NonNegativeAmount | None = None
+    apply_fee_factor: bool = True
+    exclude: TransactionExclusions = TransactionExclusions()
+
+
+Figure = Annotated[Union[BalanceFigure, TransactionFigure], Field(discriminator="source")]
+
+
+class Points(_Strict):
+    """points = sum over figures of rate * figure / per_amount."""
+
+    per_amount: Decimal = Field(gt=0)
+    rates: dict[Identifier, Decimal] = Field(min_length=1)
+
+
+class Condition(_Strict):
+    """``measure`` (a figure name, or ``points``) compared with exactly one bound."""
+
+    measure: Identifier
+    at_least: Decimal | None = None
+    above: Decimal | None = None
+    at_most: Decimal | None = None
+    below: Decimal | None = None
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> "Condition":
+        bounds = [name for name in ("at_least", "above", "at_most", "below") if getattr(self, name) is not None]
+        if len(bounds) != 1:
+            raise ValueError("a condition takes exactly one of at_least, above, at_most, below")
+        return self
+
+    @property
+    def operator(self) -> tuple[str, Decimal]:
+        for name, op in (("at_least", ">="), ("above", ">"), ("at_most", "<="), ("below", "<")):
+            value = getattr(self, name)
+            if value is not None:
+                return op, value
+        raise AssertionError("validated to have one bound")
+
+
+class TierBand(_Strict):
+    """A tier and what earns it: all_of (every condition), any_of (one is enough), or neither (fallback)."""
+
+    tier: int = Field(ge=0, le=99)
+    name: str = Field(min_length=1)
+    label: str | None = None
+    all_of: list[Condition] | None = None
+    any_of: list[Condition] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "TierBand":
+        if self.all_of is not None and self.any_of is not None:
+            raise ValueError("a band takes all_of or any_of, not both")
+        if (self.all_of is not None and not self.all_of) or (self.any_of is not None and not self.any_of):
+            raise ValueError("all_of / any_of need at least one condition (leave both out for the fallback band)")
+        return self
+
+    @property
+    def condition_groups(self) -> list[list[Condition]]:
+        """Disjunctive normal form: the band holds when every condition of some group holds."""
+        if self.all_of:
+            return [list(self.all_of)]
+        if self.any_of:
+            return [[condition] for condition in self.any_of]
+        return []
+
+
+class Caps(_Strict):
+    events: list[str] = Field(min_length=1)
+    tier: int = Field(ge=0)
+
+
+class ReviewMonths(_Strict):
+    months: list[int] = Field(min_length=1)
+
+    @field_validator("months")
+    @classmethod
+    def _calendar_months(cls, months: list[int]) -> list[int]:
+        if any(not 1 <= month <= 12 for month in months):
+            raise ValueError("review months are 1 to 12")
+        return sorted(set(months))
+
+
+class Calendar(_Strict):
+    reviews: Literal["every_month_end"] | ReviewMonths
+    failed_reviews_to_fall: dict[int, int] = {}
+    failed_reviews_default: int = Field(1, ge=1)
+    fall_to: Literal["earned", "one_step"] = "earned"
+    meeting_tier_resets_buffer: bool = True
+    effective_day: int = Field(1, ge=1, le=28)
+
+    @field_validator("failed_reviews_to_fall")
+    @classmethod
+    def _positive(cls, counts: dict[int, int]) -> dict[int, int]:
+        if any(count < 1 for count in counts.values()):
+            raise ValueError("a tier falls after at least 1 failed review")
+        return counts
+
+    def is_review_month(self, month: int) -> bool:
+        return self.reviews == "every_month_end" or month in self.reviews.months
+
+    def failed_reviews_before_fall(self, tier: int) -> int:
+        return self.failed_reviews_to_fall.get(tier, self.failed_reviews_default)
+
+    def next_review(self, month: Month) -> date:
+        """The first review month-end strictly after the end of ``month``."""
+        following = month.plus(1)
+        while not self.is_review_month(following.month):
+            following = following.plus(1)
+        return following.last_day
+
+    def effective_from(self, month: Month) -> date:
+        """The day the result for ``month`` is published and takes effect: a day of the next month."""
+        following = month.plus(1)
+        return date(following.year, following.month, self.effective_day)
+
+
+class Program(_Strict):
+    program: Identifier
+    title: str = ""
+    figures: dict[Identifier, Figure] = Field(min_length=1)
+    points: Points | None = None
+    tiers: list[TierBand] = Field(min_length=2)
+    floors: dict[str, int] = {}
+    caps: Caps | None = None
+    calendar: Calendar
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Program":
+        tiers = [band.tier for band in self.tiers]
+        if len(set(tiers)) != len(tiers):
+            raise ValueError("tiers: each tier appears once")
+        if tiers != sorted(tiers, reverse=True):
+            raise ValueError("tiers: list bands from the highest tier down")
+        if self.tiers[-1].condition_groups:
+            raise ValueError("tiers: the last band is the fallback and has no conditions")
+        if any(not band.condition_groups for band in self.tiers[:-1]):
+            raise ValueError("tiers: only the last band may have no conditions")
+        measures = set(self.figures) | ({"points"} if self.points else set())
+        for band in self.tiers:
+            for group in band.condition_groups:
+                for condition in group:
+                    if condition.measure not in measures:
+                        raise ValueError(
+                            f"tiers: tier {band.tier} compares {condition.measure!r}, "
+                            f"which is not one of {sorted(measures)}"
+                        )
+        if self.points:
+            unknown = set(self.points.rates) - set(self.figures)
+            if unknown:
+                raise ValueError(f"points.rates: {sorted(unknown)} are not figures")
+        known = set(tiers)
+        for product, tier in self.floors.items():
+            if tier not in known:
+                raise ValueError(f"floors.{product}: tier {tier} is not one of the program's tiers")
+        if self.caps and self.caps.tier not in known:
+            raise ValueError(f"caps.tier: tier {self.caps.tier} is not one of the program's tiers")
+        for tier in self.calendar.failed_reviews_to_fall:
+            if tier not in known:
+                raise ValueError(f"calendar.failed_reviews_to_fall: tier {tier} is not one of the program's tiers")
+        return self
+
+    @property
+    def tier_names(self) -> dict[int, str]:
+        return {band.tier: band.name for band in self.tiers}
+
+    @property
+    def history_months(self) -> dict[str, int]:
+        """How many months of each dataset an evaluation reads: {'balances': n, 'transactions': m}."""
+        needed = {"balances": 0, "transactions": 0}
+        for figure in self.figures.values():
+            needed[figure.source] = max(needed[figure.source], figure.window_months)
+        return needed

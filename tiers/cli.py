@@ -1,0 +1,178 @@
+"""The ``tiers`` command. Each command runs a Prefect flow (or reads what flows wrote).
+
+Failures the user can fix are ``TiersError``s: printed as one plain line on stderr, exit status 1,
+no traceback unless ``--debug``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Callable, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tiers.errors import TiersError
+from tiers.warehouse import DEFAULT_WAREHOUSE
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Month-end customer tier evaluation.")
+rules_app = typer.Typer(no_args_is_help=True, help="Rule files (programs).")
+app.add_typer(rules_app, name="rules")
+
+out = Console()
+err = Console(stderr=True)
+_state = {"debug": False}
+
+InputDir = Annotated[Path, typer.Option("--input", help="The landing folder (data-contract.md section 1).")]
+WarehouseDir = Annotated[Path, typer.Option("--warehouse", help="The warehouse folder.")]
+Programs = Annotated[
+    Optional[list[str]], typer.Option("--program", help="Program to evaluate (repeatable); default: every program.")
+]
+MaxBadRows = Annotated[int, typer.Option("--max-bad-rows", min=0, help="Bad rows tolerated before nothing is published.")]
+Wait = Annotated[float, typer.Option("--wait", min=0, help="Seconds to wait for another run holding the warehouse.")]
+
+
+@app.callback()
+def main(debug: Annotated[bool, typer.Option("--debug", help="Show Prefect's logs and full tracebacks.")] = False):
+    _state["debug"] = debug
+    # Before Prefect is imported (commands import flows lazily): quiet unless debugging.
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if debug else "CRITICAL")
+
+
+def _plain_errors(command: Callable) -> Callable:
+    @wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except TiersError as error:
+            if _state["debug"]:
+                raise
+            err.print(f"error: {error}", markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            err.print("interrupted: nothing further was published", markup=False)
+            raise typer.Exit(130) from None
+        except Exception as error:  # a bug: say so in one line, keep the traceback for --debug
+            if _state["debug"]:
+                raise
+            err.print(
+                f"internal error: {type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+                " (run with --debug for the traceback)",
+                markup=False, highlight=False, soft_wrap=True,
+            )
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _print_summary(result: dict) -> None:
+    for note in result["skipped"]:
+        out.print(f"[yellow]{note}[/yellow]")
+    files = Table(title="Input files", title_justify="left")
+    for column in ("source", "file", "read", "used", "quarantined", "this run"):
+        files.add_column(column, justify="right" if column in ("read", "used", "quarantined") else "left")
+    for ingested in result["ingested"]:
+        label = f"{ingested.dataset}/{ingested.month}" if ingested.month else ingested.dataset
+        for f in ingested.files:
+            files.add_row(label, Path(f.path).name, str(f.rows_read), str(f.rows_used), str(f.rows_quarantined),
+                          "read" if ingested.read_now else "unchanged")
+    out.print(files)
+    published = Table(title="Published snapshots", title_justify="left")
+    for column in ("month", "program", "customers", "snapshot"):
+        published.add_column(column)
+    for evaluated in result["evaluated"]:
+        published.add_row(evaluated.month, evaluated.program, str(evaluated.customers), evaluated.path)
+    out.print(published)
+
+
+@app.command()
+@_plain_errors
+def run(
+    input_dir: InputDir,
+    month: Annotated[str, typer.Option("--month", help="The month-end to evaluate, YYYY-MM.")],
+    program: Programs = None,
+    warehouse: WarehouseDir = DEFAULT_WAREHOUSE,
+    max_bad_rows: MaxBadRows = 0,
+    wait: Wait = 0,
+):
+    """The month-end run: ingest what the window needs, evaluate, publish (and re-run later published months)."""
+    from flows.runs import month_end
+
+    result = month_end(str(input_dir), month, str(warehouse), program, max_bad_rows, wait)
+    _print_summary(result)
+
+
+@app.command()
+@_plain_errors
+def backfill(
+    input_dir: InputDir,
+    first: Annotated[str, typer.Option("--from", help="First month, YYYY-MM.")],
+    last: Annotated[str, typer.Option("--to", help="Last month, YYYY-MM.")],
+    program: Programs = None,
+    warehouse: WarehouseDir = DEFAULT_WAREHOUSE,
+    max_bad_rows: MaxBadRows = 0,
+    wait: Wait = 0,
+):
+    """Evaluate every month from --from to --to in order, carrying state month to month."""
+    from flows.runs import backfill as backfill_flow
+
+    result = backfill_flow(str(input_dir), first, last, str(warehouse), program, max_bad_rows, wait)
+    _print_summary(result)
+
+
+@app.command()
+@_plain_errors
+def demo(
+    customers: Annotated[int, typer.Option("--customers", min=1, help="Synthetic customers.")] = 10_000,
+    months: Annotated[int, typer.Option("--months", min=1, max=60, help="Month-ends to evaluate.")] = 12,
+    last: Annotated[str, typer.Option("--to", help="The last month-end evaluated.")] = "2025-12",
+    landing_dir: Annotated[Path, typer.Option("--landing", help="Where the synthetic landing folder goes.")] = Path(
+        "data/landing"
+    ),
+    warehouse: WarehouseDir = DEFAULT_WAREHOUSE,
+    program: Annotated[str, typer.Option("--program", help="Program to evaluate.")] = "icbc_star",
+):
+    """Generate a synthetic landing folder, backfill it, and show the tiers month by month."""
+    from data.generator import generate_landing
+    from flows.runs import backfill as backfill_flow
+    from rules import load_programs
+    from tiers.months import Month
+    from tiers.report import tier_counts
+
+    [loaded] = load_programs([program])
+    last_month = Month.parse(last)
+    first_month = last_month.plus(-(months - 1))
+    history = max(loaded.rules.history_months.values())
+    out.print(f"Generating {customers:,} customers from {first_month.plus(-(history - 1))} to {last_month} in {landing_dir} ...")
+    generate_landing(landing_dir, customers=customers, first_month=str(first_month.plus(-(history - 1))),
+                     months=months + history - 1)
+    out.print(f"Backfilling {program} from {first_month} to {last_month} into {warehouse} ...")
+    result = backfill_flow(str(landing_dir), str(first_month), str(last_month), str(warehouse), [program])
+    out.print(tier_counts(warehouse, program))
+    glob = f"{warehouse}/snapshots/**/*.parquet"
+    out.print(f"\nSnapshots: {warehouse}/snapshots ({len(result['evaluated'])} months). Query them with DuckDB:\n")
+    out.print(
+        "  .venv/bin/python -c \"import duckdb; duckdb.sql(\\\"SELECT as_of, tier_name, count(*) AS customers "
+        f"FROM read_parquet('{glob}', hive_partitioning = true) WHERE program = '{program}' "
+        "GROUP BY ALL ORDER BY as_of, tier_name\\\").show(max_rows=200)\"",
+        markup=False, highlight=False, soft_wrap=True,
+    )
+
+
+@rules_app.command("check")
+@_plain_errors
+def rules_check(files: Annotated[Optional[list[Path]], typer.Argument(help="Rule files; default: every file in rules/.")] = None):
+    """Validate rule files: the file, the key and what was expected, for the first problem found."""
+    from rules.loader import load_program, load_programs
+
+    loaded = [load_program(path) for path in files] if files else load_programs()
+    for program in loaded:
+        out.print(f"{program.path}: {program.name} ok ({program.version})", markup=False, highlight=False)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

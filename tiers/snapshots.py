@@ -1,0 +1,64 @@
+"""The published snapshots: where they live, which months exist, and publishing one atomically.
+
+    <warehouse>/snapshots/program=<program>/as_of=<YYYY-MM-DD>/data.parquet
+
+A month's snapshot is one file, replaced with one rename(2) of a file that was written and fsynced
+under <warehouse>/staging (same filesystem, outside the snapshot tree). Readers therefore see the old
+complete file or the new complete file, never a partial one, whatever moment a crash happens at.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from datetime import date
+from pathlib import Path
+
+from tiers.months import Month
+from tiers.warehouse import Warehouse
+
+SNAPSHOT_FILE = "data.parquet"
+_AS_OF = re.compile(r"^as_of=(\d{4}-\d{2}-\d{2})$")
+
+
+def program_dir(warehouse: Warehouse, program: str) -> Path:
+    return warehouse.snapshots / f"program={program}"
+
+
+def snapshot_path(warehouse: Warehouse, program: str, month: Month) -> Path:
+    return program_dir(warehouse, program) / f"as_of={month.last_day.isoformat()}" / SNAPSHOT_FILE
+
+
+def published_months(warehouse: Warehouse, program: str) -> list[Month]:
+    """Months of ``program`` with a published snapshot, oldest first."""
+    folder = program_dir(warehouse, program)
+    if not folder.is_dir():
+        return []
+    months = []
+    for child in folder.iterdir():
+        match = _AS_OF.match(child.name)
+        if match and (child / SNAPSHOT_FILE).is_file():
+            months.append(Month.of(date.fromisoformat(match.group(1))))
+    return sorted(months)
+
+
+def staging_file(warehouse: Warehouse) -> Path:
+    warehouse.staging.mkdir(parents=True, exist_ok=True)
+    return warehouse.staging / f"snapshot-{uuid.uuid4().hex}.parquet"
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def publish(staged: Path, target: Path) -> None:
+    """Move a fully written file into place with one atomic rename, durable across a power cut."""
+    _fsync(staged)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(staged, target)
+    _fsync(target.parent)

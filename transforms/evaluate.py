@@ -1,0 +1,116 @@
+"""Evaluate one program at one month-end and publish its snapshot.
+
+Reads the stored monthly sums and last month's snapshot, runs figure_measures -> tier_decisions ->
+snapshot, and publishes the result atomically. Python here handles one program and one month;
+every per-customer step is SQL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from rules.compile import month_scales, rule_tables
+from rules.loader import LoadedProgram, Vocabularies
+from tiers import snapshots
+from tiers.errors import StateError
+from tiers.months import Month
+from tiers.warehouse import Warehouse
+from transforms import runner
+
+# The type of every snapshot column that is read back as last month's state.
+_EMPTY_PREV = (
+    "SELECT CAST(NULL AS VARCHAR) AS customer_id, CAST(NULL AS INTEGER) AS tier, "
+    "CAST(NULL AS INTEGER) AS failed_reviews, CAST(NULL AS DATE) AS buffer_since WHERE false"
+)
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    program: str
+    month: str
+    path: str
+    customers: int
+    initial: bool
+
+
+def predecessor(warehouse: Warehouse, program: str, month: Month) -> Path | None:
+    """Last month's snapshot, or None for an initial evaluation; raises when the chain has a gap.
+
+    A program's first published month is its initial evaluation (re-running it stays initial). Any
+    later month needs the snapshot of the month before it.
+    """
+    published = snapshots.published_months(warehouse, program)
+    previous = month.plus(-1)
+    if not published or month == published[0]:
+        return None
+    if previous in published:
+        return snapshots.snapshot_path(warehouse, program, previous)
+    if month < published[0]:
+        raise StateError(
+            f"{program} {month}: the program's published months start at {published[0]}, and {month} would "
+            f"leave {month.plus(1)}..{published[0].plus(-1)} unevaluated; evaluate a new warehouse from {month}"
+        )
+    first_gap = max(m for m in published if m < month).plus(1)
+    raise StateError(
+        f"{program} {month}: there is no snapshot for the month before ({previous}); "
+        f"run {first_gap} first (tiers backfill --from {first_gap} --to {month})"
+    )
+
+
+def _register_rules(con: duckdb.DuckDBPyConnection, loaded: LoadedProgram, vocab: Vocabularies, month: Month) -> int:
+    for name, table in rule_tables(loaded, vocab).items():
+        con.register(name, table)
+    scales = month_scales(loaded, month)
+    con.register("eval_figures", scales.figures)
+    return scales.points_scale
+
+
+def evaluate(con: duckdb.DuckDBPyConnection, warehouse: Warehouse, loaded: LoadedProgram,
+             vocab: Vocabularies, month: Month) -> Evaluated:
+    program = loaded.rules
+    prev_path = predecessor(warehouse, loaded.name, month)
+    if prev_path is None:
+        con.execute(f"CREATE OR REPLACE TEMP VIEW prev_snapshot AS {_EMPTY_PREV}")
+    else:
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE prev_snapshot AS "
+            "SELECT customer_id, tier, failed_reviews, buffer_since FROM read_parquet($path)",
+            {"path": str(prev_path)},
+        )
+    points_scale = _register_rules(con, loaded, vocab, month)
+    calendar = program.calendar
+    params = {
+        "program": loaded.name,
+        "month_start": month.first_day,
+        "as_of": month.last_day,
+        "points_scale": points_scale,
+        "is_review": calendar.is_review_month(month.month),
+        "default_failed_reviews": calendar.failed_reviews_default,
+        "fall_to": calendar.fall_to,
+        "meeting_resets_buffer": calendar.meeting_tier_resets_buffer,
+        "cap_tier": program.caps.tier if program.caps else None,
+        "next_review": calendar.next_review(month),
+        "effective_from": calendar.effective_from(month),
+        "rules_version": loaded.version,
+    }
+    runner.create_table_as(con, "figure_measures", "figure_measures", **params)
+    runner.create_table_as(con, "tier_decisions", "tier_decisions", **params)
+
+    snapshot_sql = runner.sql_text("snapshot")
+    # One pts_<figure> column per scored figure, in rule-file order; names are validated identifiers.
+    # (A program without points has no coefficients, so its points_num and points are NULL.)
+    scored = [name for name in program.figures if program.points and name in program.points.rates]
+    spread = "".join(f", pts_list[{i}] AS pts_{name}" for i, name in enumerate(scored, start=1))
+    staged = snapshots.staging_file(warehouse)
+    query = f"SELECT * EXCLUDE (pts_list){spread} FROM ({snapshot_sql})"
+    con.execute(
+        f"COPY ({query}) TO {runner.literal(staged)} (FORMAT parquet, COMPRESSION zstd)",
+        runner.bind(snapshot_sql, params),
+    )
+    target = snapshots.snapshot_path(warehouse, loaded.name, month)
+    snapshots.publish(staged, target)
+    customers = con.execute("SELECT count(*) FROM tier_decisions").fetchone()[0]
+    return Evaluated(loaded.name, str(month), str(target), customers, initial=prev_path is None)

@@ -1,0 +1,309 @@
+"""Ingestion: landing files -> validated rows -> warehouse tables, once per source and version.
+
+A source (a reference file, or a dataset's month) is read again only when its fingerprint changes:
+the SHA-256 of its files, the code vocabularies, and what its validation depends on (the FX rates
+that apply to the month, the programs' transaction rules). Re-ingesting a month replaces it in one
+transaction (delete the month, insert the month). Bad rows go to the quarantine, never nowhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from rules.compile import rule_tables
+from rules.loader import VOCABULARIES_FILE, LoadedProgram, Vocabularies
+from tiers.months import Month
+from transforms import landing, runner
+
+# Reference datasets in load order: the others are validated against customers, months against fx_rates.
+REFERENCE_DATASETS = (("customers", True), ("fx_rates", False), ("products", False), ("credit_events", False))
+_REFERENCE_TABLES = {
+    "customers": ("customers", "SELECT customer_id, segment FROM validated_customers WHERE reason IS NULL"),
+    "fx_rates": ("fx_rates", "SELECT currency, day, rate FROM validated_fx_rates WHERE reason IS NULL"),
+    "products": (
+        "held_products",
+        "SELECT customer_id, product_code, opened_day, closed_day FROM validated_products WHERE reason IS NULL",
+    ),
+    "credit_events": (
+        "credit_events",
+        "SELECT customer_id, event_code, started_day, cured_day FROM validated_credit_events WHERE reason IS NULL",
+    ),
+}
+_MONTH_TABLES = {"balances": ("balance_month", "balance_month"), "transactions": ("txn_figure_month", "txn_figure_month")}
+
+
+@dataclass
+class FileCount:
+    path: str
+    rows_read: int
+    rows_used: int
+    rows_quarantined: int
+
+
+@dataclass
+class IngestResult:
+    """What one source contributed: counts per file, and whether it was (re)read in this run."""
+
+    dataset: str
+    month: str | None
+    read_now: bool
+    files: list[FileCount] = field(default_factory=list)
+
+    @property
+    def rows_quarantined(self) -> int:
+        return sum(f.rows_quarantined for f in self.files)
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def vocabulary_params(vocab: Vocabularies) -> dict:
+    return {
+        "product_codes": vocab.balance_product_codes,
+        "risk_classes": vocab.risk_classes,
+        "txn_types": vocab.txn_types,
+        "held_product_codes": vocab.held_product_codes,
+        "credit_event_codes": vocab.credit_event_codes,
+    }
+
+
+class Ingestor:
+    """Ingests sources of one landing folder into one warehouse connection."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, input_dir: Path, quarantine_dir: Path,
+                 vocab: Vocabularies, programs: list[LoadedProgram]):
+        self.con = con
+        self.input_dir = Path(input_dir)
+        self.quarantine_dir = Path(quarantine_dir)
+        self.vocab = vocab
+        self.vocab_sha = landing.file_sha256(VOCABULARIES_FILE)
+        self._register_txn_rules(programs)
+
+    # -- rules shared by every month ------------------------------------------------------------
+    def _register_txn_rules(self, programs: list[LoadedProgram]) -> None:
+        """Every program's transaction figures, so one read of a month serves all programs."""
+        figure_rows, mcc_rows = [], []
+        for loaded in programs:
+            tables = rule_tables(loaded, self.vocab)
+            figures = {row["figure"]: row for row in tables["rule_figures"].to_pylist()}
+            for code in tables["rule_figure_codes"].to_pylist():
+                figure = figures[code["figure"]]
+                if figure["source"] == "transactions":
+                    figure_rows.append(
+                        {"program": loaded.name, "figure": code["figure"], "txn_type": code["code"],
+                         "cap_per_transaction": figure["cap_per_transaction"],
+                         "apply_fee_factor": figure["apply_fee_factor"],
+                         "exclude_single_above": figure["exclude_single_above"]}
+                    )
+            mcc_rows += [{"program": loaded.name, **row} for row in tables["rule_excluded_mcc"].to_pylist()]
+        money = pa.decimal128(18, 2)
+        self.txn_rules = pa.Table.from_pylist(
+            figure_rows,
+            schema=pa.schema([("program", pa.string()), ("figure", pa.string()), ("txn_type", pa.string()),
+                              ("cap_per_transaction", money), ("apply_fee_factor", pa.bool_()),
+                              ("exclude_single_above", money)]),
+        )
+        self.excluded_mcc = pa.Table.from_pylist(
+            mcc_rows, schema=pa.schema([("program", pa.string()), ("figure", pa.string()), ("mcc", pa.string())])
+        )
+        self.con.register("txn_figure_rules", self.txn_rules)
+        self.con.register("txn_excluded_mcc", self.excluded_mcc)
+        self.txn_rules_sha = _digest(
+            json.dumps(self.txn_rules.to_pylist(), default=str, sort_keys=True),
+            json.dumps(self.excluded_mcc.to_pylist(), sort_keys=True),
+        )
+
+    # -- bookkeeping -----------------------------------------------------------------------------
+    def _stored(self, dataset: str, month: Month | None) -> tuple[str, str] | None:
+        row = self.con.execute(
+            "SELECT fingerprint, customers_sha256 FROM ingested WHERE dataset = $dataset "
+            "AND month IS NOT DISTINCT FROM $month",
+            {"dataset": dataset, "month": month.first_day if month else None},
+        ).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def _stored_files(self, dataset: str, month: Month | None) -> list[FileCount]:
+        rows = self.con.execute(
+            "SELECT path, rows_read, rows_used, rows_quarantined FROM ingested_files "
+            "WHERE dataset = $dataset AND month IS NOT DISTINCT FROM $month ORDER BY path",
+            {"dataset": dataset, "month": month.first_day if month else None},
+        ).fetchall()
+        return [FileCount(*row) for row in rows]
+
+    def customers_sha(self) -> str:
+        stored = self._stored("customers", None)
+        return stored[0] if stored else ""
+
+    def _fx_slice_digest(self, month: Month) -> str:
+        """The rates a month's conversion can use: per currency, the last before the month and those in it."""
+        row = self.con.execute(
+            """
+            WITH slice AS (
+                SELECT r.* FROM fx_rates AS r
+                WHERE r.rate_date <= $month_end
+                  AND r.rate_date >= COALESCE(
+                      (SELECT max(p.rate_date) FROM fx_rates AS p
+                       WHERE p.currency = r.currency AND p.rate_date < $month_start), DATE '0001-01-01')
+            )
+            SELECT COALESCE(string_agg(currency || rate_date || CAST(cny_per_unit AS VARCHAR), ','
+                                       ORDER BY currency, rate_date), '')
+            FROM slice
+            """,
+            {"month_start": month.first_day, "month_end": month.last_day},
+        ).fetchone()
+        return _digest(row[0])
+
+    def _fingerprint(self, source: landing.Source) -> str:
+        parts = [self.vocab_sha] + [f"{p.name}:{landing.file_sha256(p, self.con)}" for p in source.files]
+        if source.dataset in ("products", "credit_events"):
+            parts.append(self.customers_sha())
+        if source.month is not None:
+            parts.append(self._fx_slice_digest(source.month))
+        if source.dataset == "transactions":
+            parts.append(self.txn_rules_sha)
+        return _digest(*parts)
+
+    # -- quarantine ------------------------------------------------------------------------------
+    def quarantine_path(self, dataset: str, month: Month | None) -> Path:
+        return self.quarantine_dir / dataset / f"{month or 'reference'}.parquet"
+
+    def _write_quarantine(self, dataset: str, month: Month | None, validated: str) -> None:
+        required, optional = landing.COLUMNS[dataset]
+        target = self.quarantine_path(dataset, month)
+        bad = self.con.execute(f"SELECT count(*) FROM {validated} WHERE reason IS NOT NULL").fetchone()[0]
+        if not bad:
+            target.unlink(missing_ok=True)
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staged = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        raw_columns = ", ".join(required + optional)
+        self.con.execute(
+            f"COPY (SELECT $dataset AS dataset, $month AS month, source_file, source_row, problem_column, reason, "
+            f"{raw_columns} FROM {validated} WHERE reason IS NOT NULL ORDER BY source_file, source_row) "
+            f"TO {runner.literal(staged)} (FORMAT parquet)",
+            {"dataset": dataset, "month": str(month) if month else None},
+        )
+        os.replace(staged, target)
+
+    # -- ingestion -------------------------------------------------------------------------------
+    def _validate(self, source: landing.Source) -> str:
+        landing.stage(self.con, source, f"staged_{source.dataset}")
+        validated = f"validated_{source.dataset}"
+        params = vocabulary_params(self.vocab)
+        if source.month is not None:
+            params.update(month_start=source.month.first_day, month_end=source.month.last_day)
+        runner.create_table_as(self.con, validated, validated, **params)
+        return validated
+
+    def _file_counts(self, source: landing.Source, validated: str) -> list[FileCount]:
+        counts = {
+            path: FileCount(path, read, used, bad)
+            for path, read, used, bad in self.con.execute(
+                f"SELECT source_file, count(*), count(*) FILTER (WHERE reason IS NULL), "
+                f"count(*) FILTER (WHERE reason IS NOT NULL) FROM {validated} GROUP BY source_file"
+            ).fetchall()
+        }
+        return [counts.get(str(p), FileCount(str(p), 0, 0, 0)) for p in source.files]
+
+    def _record(self, source: landing.Source, fingerprint: str, files: list[FileCount]) -> None:
+        month = source.month.first_day if source.month else None
+        key = {"dataset": source.dataset, "month": month}
+        where = "WHERE dataset = $dataset AND month IS NOT DISTINCT FROM $month"
+        self.con.execute(f"DELETE FROM ingested {where}", key)
+        self.con.execute(f"DELETE FROM ingested_files {where}", key)
+        self.con.execute(
+            "INSERT INTO ingested VALUES ($dataset, $month, $fingerprint, $customers, $read, $used, $bad, $at)",
+            {**key, "fingerprint": fingerprint, "customers": self.customers_sha(),
+             "read": sum(f.rows_read for f in files), "used": sum(f.rows_used for f in files),
+             "bad": sum(f.rows_quarantined for f in files), "at": datetime.now(timezone.utc).replace(tzinfo=None)},
+        )
+        for f, path in zip(files, source.files):
+            self.con.execute(
+                "INSERT INTO ingested_files VALUES ($dataset, $month, $path, $sha, $read, $used, $bad)",
+                {**key, "path": f.path, "sha": landing.file_sha256(path, self.con),
+                 "read": f.rows_read, "used": f.rows_used, "bad": f.rows_quarantined},
+            )
+
+    def ingest_reference(self, dataset: str, required: bool) -> IngestResult:
+        source = landing.reference_source(self.input_dir, dataset, required)
+        table, select_good = _REFERENCE_TABLES[dataset]
+        if source is None:  # an optional file that is absent: nobody holds a product, say
+            if self._stored(dataset, None) != ("absent", ""):
+                self.con.execute(f"DELETE FROM {table}")
+                self.con.execute("DELETE FROM ingested WHERE dataset = $dataset AND month IS NULL", {"dataset": dataset})
+                self.con.execute(
+                    "INSERT INTO ingested VALUES ($dataset, NULL, 'absent', '', 0, 0, 0, now()::TIMESTAMP)",
+                    {"dataset": dataset},
+                )
+            return IngestResult(dataset, None, read_now=False)
+        fingerprint = self._fingerprint(source)
+        stored = self._stored(dataset, None)
+        if stored and stored[0] == fingerprint:
+            return IngestResult(dataset, None, read_now=False, files=self._stored_files(dataset, None))
+        validated = self._validate(source)
+        files = self._file_counts(source, validated)
+        self._write_quarantine(dataset, None, validated)
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            self.con.execute(f"DELETE FROM {table}")
+            self.con.execute(f"INSERT INTO {table} {select_good}")
+            self._record(source, fingerprint, files)
+            self.con.execute("COMMIT")
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        return IngestResult(dataset, None, read_now=True, files=files)
+
+    def ingest_all_reference(self) -> list[IngestResult]:
+        return [self.ingest_reference(dataset, required) for dataset, required in REFERENCE_DATASETS]
+
+    def _month_is_current(self, source: landing.Source, fingerprint: str) -> bool:
+        stored = self._stored(source.dataset, source.month)
+        if not stored or stored[0] != fingerprint:
+            return False
+        if stored[1] == self.customers_sha():
+            return True
+        # The customers file changed since this month was validated: re-read it only if one of its
+        # customers is gone (their rows are now bad rows), otherwise just note the new customers file.
+        table, _ = _MONTH_TABLES[source.dataset]
+        gone = self.con.execute(
+            f"SELECT count(*) FROM {table} AS t WHERE t.month = $month "
+            "AND NOT EXISTS (SELECT 1 FROM customers AS c WHERE c.customer_id = t.customer_id)",
+            {"month": source.month.first_day},
+        ).fetchone()[0]
+        if gone:
+            return False
+        self.con.execute(
+            "UPDATE ingested SET customers_sha256 = $sha WHERE dataset = $dataset AND month = $month",
+            {"sha": self.customers_sha(), "dataset": source.dataset, "month": source.month.first_day},
+        )
+        return True
+
+    def ingest_month(self, dataset: str, month: Month, needed_by: str) -> IngestResult:
+        source = landing.month_source(self.input_dir, dataset, month, needed_by)
+        fingerprint = self._fingerprint(source)
+        if self._month_is_current(source, fingerprint):
+            return IngestResult(dataset, str(month), read_now=False, files=self._stored_files(dataset, month))
+        validated = self._validate(source)
+        files = self._file_counts(source, validated)
+        self._write_quarantine(dataset, month, validated)
+        table, sql_name = _MONTH_TABLES[dataset]
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            self.con.execute(f"DELETE FROM {table} WHERE month = $month", {"month": month.first_day})
+            runner.run(self.con, sql_name, month_start=month.first_day, month_end=month.last_day)
+            self._record(source, fingerprint, files)
+            self.con.execute("COMMIT")
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        return IngestResult(dataset, str(month), read_now=True, files=files)

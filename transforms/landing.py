@@ -1,0 +1,181 @@
+"""Find the landing folder's files and stage them, as text, in DuckDB.
+
+Every column is read as VARCHAR so that nothing is sniffed as DOUBLE and a cell like ``abc`` or
+``2025-06-31`` becomes a bad row in validation rather than a crash in the reader. Each staged row
+keeps its source file and its line (CSV, counting the header as line 1) or row number (Parquet, from 1).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from tiers.errors import InputError
+from tiers.months import Month
+
+FORMATS = (".csv", ".parquet")
+
+# The contract's columns per dataset: (required, optional). Extra columns are ignored.
+COLUMNS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "customers": (("customer_id",), ("segment",)),
+    "balances": (
+        ("account_id", "customer_id", "product_code", "balance_date", "balance"),
+        ("currency", "risk_class"),
+    ),
+    "transactions": (
+        ("txn_id", "account_id", "customer_id", "txn_date", "txn_type", "amount"),
+        ("currency", "merchant_category", "fee_factor"),
+    ),
+    "products": (("customer_id", "product_code", "opened_on"), ("closed_on",)),
+    "credit_events": (("customer_id", "event_code", "started_on"), ("cured_on",)),
+    "fx_rates": (("rate_date", "currency", "cny_per_unit"), ()),
+}
+MONEY_COLUMNS = {"balance", "amount", "cny_per_unit", "fee_factor"}
+MONTHLY = ("balances", "transactions")
+
+
+@dataclass(frozen=True)
+class Source:
+    """The files of one dataset (and month, for monthly datasets)."""
+
+    dataset: str
+    month: Month | None
+    files: tuple[Path, ...]
+
+    @property
+    def label(self) -> str:
+        return f"{self.dataset}/{self.month}" if self.month else self.dataset
+
+
+def _one_of(base: Path) -> Path | None:
+    found = [base.with_suffix(ext) for ext in FORMATS if base.with_suffix(ext).is_file()]
+    if len(found) > 1:
+        raise InputError(f"{found[0]} and {found[1]} both exist: keep one format per file")
+    return found[0] if found else None
+
+
+def reference_source(input_dir: Path, dataset: str, required: bool) -> Source | None:
+    path = _one_of(input_dir / dataset)
+    if path is None:
+        if required:
+            raise InputError(f"{input_dir / dataset}.csv (or .parquet) is missing: the landing folder needs it")
+        return None
+    return Source(dataset, None, (path,))
+
+
+def month_source(input_dir: Path, dataset: str, month: Month, needed_by: str) -> Source:
+    """The month's file, or the files of its folder; a missing month is an error, never an empty month."""
+    base = input_dir / dataset / str(month)
+    path = _one_of(base)
+    if base.is_dir():
+        if path is not None:
+            raise InputError(f"{path} and the folder {base} both exist: keep one")
+        files = tuple(sorted(p for p in base.iterdir() if p.suffix in FORMATS and p.is_file()))
+        if not files:
+            raise InputError(f"{base} has no .csv or .parquet files: {needed_by} needs {dataset} for {month}")
+        return Source(dataset, month, files)
+    if path is None:
+        raise InputError(
+            f"{base}.csv (or .parquet, or a folder {month}/) is missing: {needed_by} needs {dataset} for {month}"
+        )
+    return Source(dataset, month, (path,))
+
+
+def file_sha256(path: Path, con: duckdb.DuckDBPyConnection | None = None) -> str:
+    """SHA-256 of a file, cached in the warehouse by (path, size, mtime) when a connection is given."""
+    stat = path.stat()
+    key = {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    if con is not None:
+        cached = con.execute(
+            "SELECT sha256 FROM file_checksums WHERE path = $path AND size = $size AND mtime_ns = $mtime_ns", key
+        ).fetchone()
+        if cached:
+            return cached[0]
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    sha = digest.hexdigest()
+    if con is not None:
+        con.execute("DELETE FROM file_checksums WHERE path = $path", {"path": key["path"]})
+        con.execute("INSERT INTO file_checksums VALUES ($path, $size, $mtime_ns, $sha)", {**key, "sha": sha})
+    return sha
+
+
+def _reader(path: Path) -> str:
+    if path.suffix == ".csv":
+        # Strict RFC 4180: comma, double quotes; a broken quote or a ragged row fails the file.
+        return (
+            "read_csv($path, header = true, all_varchar = true, delim = ',', quote = '\"', escape = '\"', "
+            "strict_mode = true, null_padding = false, auto_detect = false, columns = $columns)"
+        )
+    return "read_parquet($path, file_row_number = true)"
+
+
+def _csv_header(path: Path) -> list[str]:
+    with path.open("r", encoding="utf-8", newline="") as handle:
+        first = handle.readline()
+    if not first.strip():
+        raise InputError(f"{path}: empty file without a header row (an empty month is a file with a header only)")
+    return next(csv.reader([first]))
+
+
+def _parquet_columns(con: duckdb.DuckDBPyConnection, path: Path) -> dict[str, str]:
+    try:
+        described = con.execute("DESCRIBE SELECT * FROM read_parquet($path)", {"path": str(path)}).fetchall()
+    except duckdb.Error as error:
+        raise InputError(f"{path}: not a readable Parquet file ({_first_line(error)})") from None
+    return {name: column_type for name, column_type, *_ in described}
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0]
+
+
+def stage(con: duckdb.DuckDBPyConnection, source: Source, table: str) -> None:
+    """(Re)create ``table`` with source_file, source_row and the dataset's contract columns as VARCHAR."""
+    required, optional = COLUMNS[source.dataset]
+    wanted = required + optional
+    column_list = ", ".join(f"{c} VARCHAR" for c in wanted)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {table} (source_file VARCHAR, source_row BIGINT, {column_list})")
+    for path in source.files:
+        if path.suffix == ".csv":
+            header = _csv_header(path)
+            present = set(header)
+            if len(present) != len(header):
+                raise InputError(f"{path}: the header repeats a column name ({', '.join(header)})")
+            columns = {name: "VARCHAR" for name in header}
+            # row_number() over the scan keeps file order (insertion order is preserved); +1 for the header.
+            select_rows = "row_number() OVER () + 1"
+        else:
+            types = _parquet_columns(con, path)
+            present = set(types)
+            columns = None
+            for name in MONEY_COLUMNS & present & set(wanted):
+                if types[name] in ("FLOAT", "DOUBLE", "REAL"):
+                    raise InputError(
+                        f"{path}: column {name} is {types[name]}; money must be DECIMAL or text, never a float"
+                    )
+            select_rows = "file_row_number + 1"
+        missing = [c for c in required if c not in present]
+        if missing:
+            raise InputError(
+                f"{path}: missing column {', '.join(missing)} (expected columns: {', '.join(required)}"
+                + (f"; optional: {', '.join(optional)})" if optional else ")")
+            )
+        picked = ", ".join(f"CAST({c} AS VARCHAR)" if c in present else "NULL" for c in wanted)
+        params = {"path": str(path)}
+        if columns is not None:
+            params["columns"] = columns
+        try:
+            con.execute(
+                f"INSERT INTO {table} SELECT $file, {select_rows}, {picked} FROM {_reader(path)}",
+                {**params, "file": str(path)},
+            )
+        except duckdb.Error as error:
+            raise InputError(f"{path}: cannot be read as {path.suffix[1:].upper()} ({_first_line(error)})") from None
+

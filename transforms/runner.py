@@ -1,0 +1,44 @@
+"""Load and run the SQL files of ``transforms/sql`` with bound parameters."""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from pathlib import Path
+
+import duckdb
+
+SQL_DIR = Path(__file__).resolve().parent / "sql"
+_PARAMETER = re.compile(r"\$([a-z_][a-z0-9_]*)")
+
+
+@cache
+def sql_text(name: str) -> str:
+    return (SQL_DIR / f"{name}.sql").read_text(encoding="utf-8")
+
+
+def bind(sql: str, params: dict) -> dict:
+    """The subset of ``params`` the statement uses; a parameter it uses but was not given is a bug."""
+    wanted = set(_PARAMETER.findall(sql))
+    missing = wanted - params.keys()
+    if missing:
+        raise KeyError(f"SQL parameters not given: {sorted(missing)}")
+    return {key: params[key] for key in wanted}
+
+
+def run(con: duckdb.DuckDBPyConnection, name: str, **params) -> duckdb.DuckDBPyConnection:
+    """Execute ``sql/<name>.sql``. Files that produce a table start with CREATE/INSERT themselves."""
+    sql = sql_text(name)
+    return con.execute(sql, bind(sql, params))
+
+
+def create_table_as(con: duckdb.DuckDBPyConnection, table: str, name: str, *, temp: bool = True, **params) -> None:
+    """``CREATE [TEMP] TABLE table AS <sql/name.sql>``: for files that end in a bare SELECT."""
+    sql = sql_text(name)
+    kind = "TEMP TABLE" if temp else "TABLE"
+    con.execute(f"CREATE OR REPLACE {kind} {table} AS {sql}", bind(sql, params))
+
+
+def literal(value: object) -> str:
+    """A quoted SQL string literal, for the few places DuckDB takes no parameter (COPY ... TO 'path')."""
+    return "'" + str(value).replace("'", "''") + "'"

@@ -1,0 +1,33 @@
+-- snapshot: the published rows of one program and month-end, in the column order of
+-- data-contract.md section 3, then the program's explanatory columns (the list pts_list, which
+-- the publisher spreads into one pts_<figure> column per scored figure). Shown points are cut,
+-- not rounded, to the cent, so a shown figure reaches a threshold only when the exact one does.
+WITH component_points AS (
+    SELECT customer_id,
+           list(CAST(CAST(coef * num * 100 // $points_scale AS DECIMAL(38, 0)) * 0.01 AS DECIMAL(18, 2))
+                ORDER BY ord) AS pts_list
+    FROM figure_measures
+    WHERE coef IS NOT NULL
+    GROUP BY customer_id
+)
+SELECT
+    d.customer_id,
+    CAST(CAST(d.points_num * 100 // $points_scale AS DECIMAL(38, 0)) * 0.01 AS DECIMAL(18, 2)) AS points,
+    CAST(d.computed_tier AS INTEGER) AS computed_tier,
+    CAST(d.floor_tier AS INTEGER) AS floor_tier,
+    d.capped,
+    CAST(d.previous_tier AS INTEGER) AS previous_tier,
+    CAST(d.tier AS INTEGER) AS tier,
+    t.tier_name,
+    d.reason,
+    CAST(d.failed_reviews AS INTEGER) AS failed_reviews,
+    CAST(d.buffer_since AS DATE) AS buffer_since,
+    d.at_risk,
+    CAST($next_review AS DATE) AS next_review,
+    CAST($effective_from AS DATE) AS effective_from,
+    CAST($rules_version AS VARCHAR) AS rules_version,
+    p.pts_list
+FROM tier_decisions AS d
+JOIN rule_tiers AS t ON t.tier = d.tier
+LEFT JOIN component_points AS p ON p.customer_id = d.customer_id
+ORDER BY d.customer_id

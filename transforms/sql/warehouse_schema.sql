@@ -1,0 +1,46 @@
+-- The warehouse's own tables. Monthly sums, not raw rows: an evaluation reads stored months of sums
+-- and only the new month's raw files. Months are stored as their first day.
+
+-- Reference data, replaced whole when its file changes.
+CREATE TABLE IF NOT EXISTS customers (customer_id VARCHAR NOT NULL, segment VARCHAR);
+CREATE TABLE IF NOT EXISTS held_products (
+    customer_id VARCHAR NOT NULL, product_code VARCHAR NOT NULL, opened_on DATE NOT NULL, closed_on DATE
+);
+CREATE TABLE IF NOT EXISTS credit_events (
+    customer_id VARCHAR NOT NULL, event_code VARCHAR NOT NULL, started_on DATE NOT NULL, cured_on DATE
+);
+CREATE TABLE IF NOT EXISTS fx_rates (
+    currency VARCHAR NOT NULL, rate_date DATE NOT NULL, cny_per_unit DECIMAL(18, 8) NOT NULL
+);
+
+-- Per customer, month, product and loan class: the sum of the month's daily CNY balances (a missing
+-- day adds zero) and the balance on the month's last day. Independent of any program.
+CREATE TABLE IF NOT EXISTS balance_month (
+    month DATE NOT NULL, customer_id VARCHAR NOT NULL, product_code VARCHAR NOT NULL,
+    risk_class VARCHAR NOT NULL, day_sum DECIMAL(38, 2) NOT NULL, month_end DECIMAL(38, 2) NOT NULL
+);
+
+-- Per program transaction figure, month and customer: the counted amount (caps, fee factors and
+-- exclusions already applied per transaction). Recomputed when the program's rules change.
+CREATE TABLE IF NOT EXISTS txn_figure_month (
+    program VARCHAR NOT NULL, figure VARCHAR NOT NULL, month DATE NOT NULL,
+    customer_id VARCHAR NOT NULL, counted DECIMAL(38, 2) NOT NULL
+);
+
+-- What has been ingested from where: one row per dataset and month (month NULL for reference data)
+-- with the fingerprint that decides whether the next run must read the files again, and the
+-- customers file it was validated against (a changed customers file re-checks, not re-reads, the month).
+CREATE TABLE IF NOT EXISTS ingested (
+    dataset VARCHAR NOT NULL, month DATE, fingerprint VARCHAR NOT NULL, customers_sha256 VARCHAR NOT NULL,
+    rows_read BIGINT NOT NULL, rows_used BIGINT NOT NULL, rows_quarantined BIGINT NOT NULL,
+    ingested_at TIMESTAMP NOT NULL
+);
+-- The same counts per source file, for the run summary (rows read = used + quarantined).
+CREATE TABLE IF NOT EXISTS ingested_files (
+    dataset VARCHAR NOT NULL, month DATE, path VARCHAR NOT NULL, sha256 VARCHAR NOT NULL,
+    rows_read BIGINT NOT NULL, rows_used BIGINT NOT NULL, rows_quarantined BIGINT NOT NULL
+);
+-- Checksums by (path, size, mtime): a warm run does not re-hash unchanged multi-GB files.
+CREATE TABLE IF NOT EXISTS file_checksums (
+    path VARCHAR NOT NULL, size BIGINT NOT NULL, mtime_ns BIGINT NOT NULL, sha256 VARCHAR NOT NULL
+);
