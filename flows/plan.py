@@ -45,13 +45,15 @@ def plan_run(input_dir: Path, warehouse: Warehouse, programs: list[LoadedProgram
     for loaded in programs:
         months = months_for(warehouse, loaded.name, first, last)
         needs = _needs(loaded, months)
-        if not programs_named:
-            try:
-                for dataset, month, needed_by in needs:
-                    landing.month_source(input_dir, dataset, month, needed_by)
-            except InputError as missing:
-                plan.skipped.append(f"{loaded.name}: skipped, its window lacks history ({missing})")
-                continue
+        # Every file is located before anything is read, so a gap fails (or skips) the run up front.
+        try:
+            for dataset, month, needed_by in needs:
+                landing.month_source(input_dir, dataset, month, needed_by)
+        except InputError as missing:
+            if programs_named:
+                raise
+            plan.skipped.append(f"{loaded.name}: skipped, its window lacks history ({missing})")
+            continue
         for dataset, month, needed_by in needs:
             wanted.setdefault((dataset, month), needed_by)
         for month in months:

@@ -20,10 +20,14 @@ def tier_counts(warehouse_dir: Path, program: str) -> Table:
         params={"glob": str(folder / "*" / "*.parquet")},
     ).fetchall()
     tiers = sorted({(tier, name) for _, tier, name, _ in rows}, reverse=True)
-    table = Table(title=f"{program}: customers per tier", title_justify="left")
-    table.add_column("as_of")
-    for _, name in tiers:
-        table.add_column(name, justify="right")
+    # Tier numbers as headers keep the table narrow enough for an 80-column log; the caption names them.
+    table = Table(
+        title=f"{program}: customers per tier", title_justify="left",
+        caption=", ".join(f"{tier} = {name}" for tier, name in tiers), caption_justify="left",
+    )
+    table.add_column("as_of", no_wrap=True)
+    for tier, _ in tiers:
+        table.add_column(str(tier), justify="right", no_wrap=True)
     by_month: dict = {}
     for as_of, tier, _, customers in rows:
         by_month.setdefault(as_of, {})[tier] = customers

@@ -12,7 +12,8 @@ counted AS (
         f.figure,
         t.customer_id,
         round(
-            least(t.amount_cny, COALESCE(f.cap_per_transaction, t.amount_cny))
+            -- Widened first: DECIMAL(18, 2) * DECIMAL(9, 6) overflows DuckDB's 18-digit multiply.
+            CAST(least(t.amount_cny, COALESCE(f.cap_per_transaction, t.amount_cny)) AS DECIMAL(38, 2))
             * CASE WHEN f.apply_fee_factor THEN t.fee ELSE 1 END,
             2
         ) AS counted

@@ -17,10 +17,16 @@ keyed AS (
     FROM typed
 ),
 rated AS (
-    -- The latest rate on or before the day.
+    -- The latest rate on or before the day, for the few foreign-currency rows only: an ASOF join
+    -- sorts its whole input, and CNY rows need no rate.
+    SELECT k.*, CAST(NULL AS DECIMAL(18, 8)) AS cny_per_unit
+    FROM keyed AS k
+    WHERE k.currency_code = 'CNY'
+    UNION ALL
     SELECT k.*, r.cny_per_unit
     FROM keyed AS k
     ASOF LEFT JOIN fx_rates AS r ON r.currency = k.currency_code AND k.day >= r.rate_date
+    WHERE k.currency_code <> 'CNY'
 ),
 checked AS (
     SELECT
@@ -41,6 +47,8 @@ checked AS (
             WHEN c.customer_id IS NULL THEN 'customer_id:unknown_customer'
             WHEN r.key_rows > 1 THEN 'balance_date:duplicate_key'
             WHEN r.currency_code <> 'CNY' AND r.cny_per_unit IS NULL THEN 'currency:no_fx_rate'
+            -- Converted, it must still fit DECIMAL(18, 2).
+            WHEN CAST(r.amount AS DECIMAL(38, 2)) * COALESCE(r.cny_per_unit, 1) >= 10000000000000000 THEN 'balance:out_of_range'
         END AS problem
     FROM rated AS r
     LEFT JOIN customers AS c ON c.customer_id = r.customer_id
@@ -48,8 +56,9 @@ checked AS (
 SELECT
     source_file, source_row, account_id, customer_id, product_code, balance_date, balance, currency, risk_class,
     day, risk,
-    -- Converted row by row, rounded half-up to the cent, before anything is summed.
-    CAST(CASE WHEN currency_code = 'CNY' THEN amount ELSE round(amount * cny_per_unit, 2) END AS DECIMAL(18, 2))
+    -- Converted row by row, rounded half-up to the cent, before anything is summed (widened first:
+    -- DECIMAL(18, 2) * DECIMAL(18, 8) overflows DuckDB's 18-digit multiply for large balances).
+    CAST(CASE WHEN currency_code = 'CNY' THEN amount ELSE round(CAST(amount AS DECIMAL(38, 2)) * cny_per_unit, 2) END AS DECIMAL(18, 2))
         AS balance_cny,
     split_part(problem, ':', 1) AS problem_column,
     split_part(problem, ':', 2) AS reason

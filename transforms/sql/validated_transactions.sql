@@ -18,9 +18,16 @@ keyed AS (
     FROM typed
 ),
 rated AS (
+    -- The latest rate on or before the day, for the few foreign-currency rows only: an ASOF join
+    -- sorts its whole input, and CNY rows need no rate.
+    SELECT k.*, CAST(NULL AS DECIMAL(18, 8)) AS cny_per_unit
+    FROM keyed AS k
+    WHERE k.currency_code = 'CNY'
+    UNION ALL
     SELECT k.*, r.cny_per_unit
     FROM keyed AS k
     ASOF LEFT JOIN fx_rates AS r ON r.currency = k.currency_code AND k.day >= r.rate_date
+    WHERE k.currency_code <> 'CNY'
 ),
 checked AS (
     SELECT
@@ -45,6 +52,8 @@ checked AS (
             WHEN c.customer_id IS NULL THEN 'customer_id:unknown_customer'
             WHEN r.key_rows > 1 THEN 'txn_id:duplicate_key'
             WHEN r.currency_code <> 'CNY' AND r.cny_per_unit IS NULL THEN 'currency:no_fx_rate'
+            -- Converted, it must still fit DECIMAL(18, 2).
+            WHEN CAST(r.txn_amount AS DECIMAL(38, 2)) * COALESCE(r.cny_per_unit, 1) >= 10000000000000000 THEN 'amount:out_of_range'
         END AS problem
     FROM rated AS r
     LEFT JOIN customers AS c ON c.customer_id = r.customer_id
@@ -53,7 +62,7 @@ SELECT
     source_file, source_row, txn_id, account_id, customer_id, txn_date, txn_type, amount, currency,
     merchant_category, fee_factor,
     day, fee,
-    CAST(CASE WHEN currency_code = 'CNY' THEN txn_amount ELSE round(txn_amount * cny_per_unit, 2) END
+    CAST(CASE WHEN currency_code = 'CNY' THEN txn_amount ELSE round(CAST(txn_amount AS DECIMAL(38, 2)) * cny_per_unit, 2) END
          AS DECIMAL(18, 2)) AS amount_cny,
     split_part(problem, ':', 1) AS problem_column,
     split_part(problem, ':', 2) AS reason
