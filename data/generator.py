@@ -24,12 +24,13 @@ account), a wealth/elite/private-banking product, a USD or HKD deposit account, 
 from __future__ import annotations
 
 import argparse
-import calendar
 import json
 from datetime import date
 from pathlib import Path
 
 import duckdb
+
+from tiers.months import Month
 
 UNRATED_SHARE = 0.03
 
@@ -361,16 +362,12 @@ ORDER BY rate_date, currency
 
 
 def _month_starts(first_month: str, months: int) -> list[date]:
-    year, month = (int(part) for part in first_month.split("-"))
-    starts = []
-    for _ in range(months):
-        starts.append(date(year, month, 1))
-        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
-    return starts
+    first = Month.parse(first_month)
+    return [first.plus(i).first_day for i in range(months)]
 
 
 def _month_end(month_start: date) -> date:
-    return month_start.replace(day=calendar.monthrange(month_start.year, month_start.month)[1])
+    return Month.of(month_start).last_day
 
 
 def _connect(seed: int) -> duckdb.DuckDBPyConnection:
