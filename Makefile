@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The stamp is rebuilt whenever the pins or the project metadata change.
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast bench lock clean
+.PHONY: setup demo test test-fast bench-backfill lock clean
 
 setup: $(STAMP)
 
@@ -34,3 +34,7 @@ lock:
 
 clean:
 	rm -rf $(VENV) data/warehouse data/landing
+
+# Times a cold `tiers backfill` of 100,000 synthetic customers over 12 month-ends (minutes; not in `make test`).
+bench-backfill: setup
+	$(BIN)/python bench/backfill_bench.py --customers 100000

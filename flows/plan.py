@@ -12,6 +12,7 @@ from tiers.errors import InputError
 from tiers.months import Month, month_range, window
 from tiers.warehouse import Warehouse
 from transforms import landing
+from transforms.evaluate import check_chain
 
 
 @dataclass
@@ -44,6 +45,8 @@ def plan_run(input_dir: Path, warehouse: Warehouse, programs: list[LoadedProgram
     by_month: dict[Month, list[str]] = {}
     for loaded in programs:
         months = months_for(warehouse, loaded.name, first, last)
+        # A broken chain of months fails the whole run before any program publishes anything.
+        check_chain(warehouse, loaded.name, months)
         needs = _needs(loaded, months)
         # Every file is located before anything is read, so a gap fails (or skips) the run up front.
         try:

@@ -50,10 +50,24 @@ def _read_yaml(path: Path) -> object:
         raise RuleError(f"{path}{where}: not valid YAML ({getattr(error, 'problem', error)})") from None
 
 
-def _first_validation_error(path: Path, error: ValidationError) -> RuleError:
+def _key_as_written(raw: object, location: tuple) -> str:
+    """pydantic's error location with its union tags ("balances", "function-after[...]") left out:
+    follow the location through the file's own data and keep only the keys that are really there."""
+    parts, node = [], raw
+    for index, part in enumerate(location):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        elif index < len(location) - 1:
+            continue  # a tag pydantic added, not a key of the file
+        parts.append(str(part))
+    return ".".join(parts) or "(top level)"
+
+
+def _first_validation_error(path: Path, error: ValidationError, raw: object) -> RuleError:
     detail = error.errors()[0]
-    # Drop pydantic's union-member tags ("balances", "function-after[...]") so the key reads as written.
-    key = ".".join(str(part) for part in detail["loc"] if not str(part).startswith("function-")) or "(top level)"
+    key = _key_as_written(raw, detail["loc"])
     got = detail.get("input")
     got_text = f", got {got!r}" if not isinstance(got, (dict, list)) and got is not None else ""
     more = len(error.errors()) - 1
@@ -63,10 +77,11 @@ def _first_validation_error(path: Path, error: ValidationError) -> RuleError:
 
 
 def load_vocabularies(path: Path = VOCABULARIES_FILE) -> Vocabularies:
+    raw = _read_yaml(path)
     try:
-        return Vocabularies.model_validate(_read_yaml(path))
+        return Vocabularies.model_validate(raw)
     except ValidationError as error:
-        raise _first_validation_error(path, error) from None
+        raise _first_validation_error(path, error, raw) from None
 
 
 def _check_codes(path: Path, program: Program, vocab: Vocabularies) -> None:
@@ -94,7 +109,7 @@ def load_program(path: Path, vocab: Vocabularies | None = None) -> LoadedProgram
     try:
         program = Program.model_validate(raw)
     except ValidationError as error:
-        raise _first_validation_error(path, error) from None
+        raise _first_validation_error(path, error, raw) from None
     _check_codes(path, program, vocab or load_vocabularies())
     # The fingerprint covers the bytes of the rule file: any edit gives a new rules_version.
     version = "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()[:16]

@@ -39,25 +39,34 @@ class Evaluated:
 def predecessor(warehouse: Warehouse, program: str, month: Month) -> Path | None:
     """Last month's snapshot, or None for an initial evaluation; raises when the chain has a gap.
 
-    A program's first published month is its initial evaluation (re-running it stays initial). Any
-    later month needs the snapshot of the month before it.
+    A month with no published month of the program before it is an initial evaluation (the first
+    month of a new warehouse, a re-run of the first published month, or a month that extends the
+    chain backwards, whose run then re-evaluates the later months). Any other month needs the
+    snapshot of the month before it.
     """
     published = snapshots.published_months(warehouse, program)
-    previous = month.plus(-1)
-    if not published or month == published[0]:
+    earlier = [m for m in published if m < month]
+    if not earlier:
         return None
+    previous = month.plus(-1)
     if previous in published:
         return snapshots.snapshot_path(warehouse, program, previous)
-    if month < published[0]:
-        raise StateError(
-            f"{program} {month}: the program's published months start at {published[0]}, and {month} would "
-            f"leave {month.plus(1)}..{published[0].plus(-1)} unevaluated; evaluate a new warehouse from {month}"
-        )
-    first_gap = max(m for m in published if m < month).plus(1)
+    first_gap = max(earlier).plus(1)
     raise StateError(
         f"{program} {month}: there is no snapshot for the month before ({previous}); "
         f"run {first_gap} first (tiers backfill --from {first_gap} --to {month})"
     )
+
+
+def check_chain(warehouse: Warehouse, program: str, months: list[Month]) -> None:
+    """Before a run publishes anything: its months must continue the published chain without a gap."""
+    predecessor(warehouse, program, months[0])
+    for before, after in zip(months, months[1:]):
+        if after != before.plus(1):
+            raise StateError(
+                f"{program}: {before.plus(1)}..{after.plus(-1)} are not published, so the published months from "
+                f"{after} on cannot follow {before}; backfill --from {months[0]} --to {after.plus(-1)} instead"
+            )
 
 
 def _register_rules(con: duckdb.DuckDBPyConnection, loaded: LoadedProgram, vocab: Vocabularies, month: Month) -> int:
@@ -73,7 +82,7 @@ def evaluate(con: duckdb.DuckDBPyConnection, warehouse: Warehouse, loaded: Loade
     program = loaded.rules
     prev_path = predecessor(warehouse, loaded.name, month)
     if prev_path is None:
-        con.execute(f"CREATE OR REPLACE TEMP VIEW prev_snapshot AS {_EMPTY_PREV}")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE prev_snapshot AS {_EMPTY_PREV}")
     else:
         con.execute(
             "CREATE OR REPLACE TEMP TABLE prev_snapshot AS "
@@ -112,5 +121,5 @@ def evaluate(con: duckdb.DuckDBPyConnection, warehouse: Warehouse, loaded: Loade
     )
     target = snapshots.snapshot_path(warehouse, loaded.name, month)
     snapshots.publish(staged, target)
-    customers = con.execute("SELECT count(*) FROM tier_decisions").fetchone()[0]
+    [(customers,)] = con.execute("SELECT count(*) FROM tier_decisions").fetchall()
     return Evaluated(loaded.name, str(month), str(target), customers, initial=prev_path is None)

@@ -37,6 +37,7 @@ _REFERENCE_TABLES = {
         "SELECT customer_id, event_code, started_day, cured_day FROM validated_credit_events WHERE reason IS NULL",
     ),
 }
+# Per monthly dataset: the table a month's rows are summed into, and the SQL file that does it.
 _MONTH_TABLES = {"balances": ("balance_month", "balance_month"), "transactions": ("txn_figure_month", "txn_figure_month")}
 
 
@@ -272,15 +273,15 @@ class Ingestor:
             return False
         if stored[1] == self.customers_sha():
             return True
-        # The customers file changed since this month was validated: re-read it only if one of its
-        # customers is gone (their rows are now bad rows), otherwise just note the new customers file.
-        table, _ = _MONTH_TABLES[source.dataset]
-        gone = self.con.execute(
-            f"SELECT count(*) FROM {table} AS t WHERE t.month = $month "
-            "AND NOT EXISTS (SELECT 1 FROM customers AS c WHERE c.customer_id = t.customer_id)",
-            {"month": source.month.first_day},
+        # The customers file changed since this month was validated. Re-read the month only if a
+        # customer it used is gone or a customer it quarantined as unknown has arrived.
+        changed = self.con.execute(
+            "SELECT count(*) FROM month_customers AS m "
+            "WHERE m.dataset = $dataset AND m.month = $month "
+            "AND m.known <> EXISTS (SELECT 1 FROM customers AS c WHERE c.customer_id = m.customer_id)",
+            {"dataset": source.dataset, "month": source.month.first_day},
         ).fetchone()[0]
-        if gone:
+        if changed:
             return False
         self.con.execute(
             "UPDATE ingested SET customers_sha256 = $sha WHERE dataset = $dataset AND month = $month",
@@ -301,6 +302,13 @@ class Ingestor:
         try:
             self.con.execute(f"DELETE FROM {table} WHERE month = $month", {"month": month.first_day})
             runner.run(self.con, sql_name, month_start=month.first_day, month_end=month.last_day)
+            key = {"dataset": dataset, "month": month.first_day}
+            self.con.execute("DELETE FROM month_customers WHERE dataset = $dataset AND month = $month", key)
+            self.con.execute(
+                f"INSERT INTO month_customers SELECT DISTINCT $dataset, $month, customer_id, reason IS NULL "
+                f"FROM {validated} WHERE reason IS NULL OR reason = 'unknown_customer'",
+                key,
+            )
             self._record(source, fingerprint, files)
             self.con.execute("COMMIT")
         except BaseException:

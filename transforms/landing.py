@@ -117,8 +117,12 @@ def _reader(path: Path) -> str:
 
 
 def _csv_header(path: Path) -> list[str]:
-    with path.open("r", encoding="utf-8", newline="") as handle:
-        first = handle.readline()
+    # utf-8-sig: a byte-order mark (as spreadsheet programs write) is not part of the first column's name.
+    try:
+        with path.open("r", encoding="utf-8-sig", newline="") as handle:
+            first = handle.readline()
+    except UnicodeDecodeError as error:
+        raise InputError(f"{path}: not UTF-8 text (byte {error.start} of the header line)") from None
     if not first.strip():
         raise InputError(f"{path}: empty file without a header row (an empty month is a file with a header only)")
     return next(csv.reader([first]))
@@ -167,7 +171,8 @@ def stage(con: duckdb.DuckDBPyConnection, source: Source, table: str) -> None:
                 f"{path}: missing column {', '.join(missing)} (expected columns: {', '.join(required)}"
                 + (f"; optional: {', '.join(optional)})" if optional else ")")
             )
-        picked = ", ".join(f"CAST({c} AS VARCHAR)" if c in present else "NULL" for c in wanted)
+        # An empty cell means "not given" in Parquet as in CSV (where the reader already makes it NULL).
+        picked = ", ".join(f"NULLIF(CAST({c} AS VARCHAR), '')" if c in present else "NULL" for c in wanted)
         params = {"path": str(path)}
         if columns is not None:
             params["columns"] = columns

@@ -40,6 +40,12 @@ CREATE TABLE IF NOT EXISTS ingested_files (
     dataset VARCHAR NOT NULL, month DATE, path VARCHAR NOT NULL, sha256 VARCHAR NOT NULL,
     rows_read BIGINT NOT NULL, rows_used BIGINT NOT NULL, rows_quarantined BIGINT NOT NULL
 );
+-- The customers each ingested month refers to: known (rows used) or not (rows quarantined as
+-- unknown_customer). When the customers file changes, a month is re-read only if one of its known
+-- customers is gone or one of its unknown ones has arrived.
+CREATE TABLE IF NOT EXISTS month_customers (
+    dataset VARCHAR NOT NULL, month DATE NOT NULL, customer_id VARCHAR NOT NULL, known BOOLEAN NOT NULL
+);
 -- Checksums by (path, size, mtime): a warm run does not re-hash unchanged multi-GB files.
 CREATE TABLE IF NOT EXISTS file_checksums (
     path VARCHAR NOT NULL, size BIGINT NOT NULL, mtime_ns BIGINT NOT NULL, sha256 VARCHAR NOT NULL
