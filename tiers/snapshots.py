@@ -9,6 +9,7 @@ complete file or the new complete file, never a partial one, whatever moment a c
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import uuid
@@ -19,6 +20,8 @@ from tiers.months import Month
 from tiers.warehouse import Warehouse
 
 SNAPSHOT_FILE = "data.parquet"
+# Beside the data: what went in, with which rules and code, and how long each stage took.
+MANIFEST_FILE = "manifest.json"
 _AS_OF = re.compile(r"^as_of=(\d{4}-\d{2}-\d{2})$")
 
 
@@ -54,6 +57,18 @@ def _fsync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def manifest_path(warehouse: Warehouse, program: str, month: Month) -> Path:
+    return snapshot_path(warehouse, program, month).with_name(MANIFEST_FILE)
+
+
+def publish_manifest(warehouse: Warehouse, target: Path, manifest: dict) -> None:
+    """Written after the data it describes, also by one rename; it names the data's SHA-256, so a
+    manifest left from an older run (a crash between the two renames) is recognisable."""
+    staged = warehouse.staging / f"manifest-{uuid.uuid4().hex}.json"
+    staged.write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
+    publish(staged, target)
 
 
 def publish(staged: Path, target: Path) -> None:

@@ -7,7 +7,9 @@ every per-customer step is SQL.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import duckdb
@@ -16,7 +18,9 @@ from rules.compile import month_scales, rule_tables
 from rules.loader import LoadedProgram, Vocabularies
 from tiers import snapshots
 from tiers.errors import StateError
-from tiers.months import Month
+from tiers.checksums import sha256_file
+from tiers.months import Month, window
+from tiers.version import code_version
 from tiers.warehouse import Warehouse
 from transforms import runner
 
@@ -77,6 +81,44 @@ def _register_rules(con: duckdb.DuckDBPyConnection, loaded: LoadedProgram, vocab
     return scales.points_scale
 
 
+def _manifest(con: duckdb.DuckDBPyConnection, loaded: LoadedProgram, month: Month, target: Path,
+              snapshot_sha: str, rows_out: int, seconds: dict[str, float]) -> dict:
+    """What went into one snapshot: every input file (reference files and the windows' months)."""
+    windows = [(dataset, m.first_day) for dataset, length in loaded.rules.history_months.items()
+               for m in window(month, length)]
+    inputs = con.execute(
+        """
+        SELECT f.dataset, strftime(f.month, '%Y-%m') AS month, f.path, f.sha256, f.rows_read, f.rows_used,
+               f.rows_quarantined, i.ingested_at, round(i.seconds, 3) AS ingest_seconds
+        FROM ingested_files AS f
+        JOIN ingested AS i ON i.dataset = f.dataset AND i.month IS NOT DISTINCT FROM f.month
+        WHERE f.month IS NULL OR (f.dataset, f.month) IN (SELECT unnest($datasets), unnest($months))
+        ORDER BY f.month NULLS FIRST, f.dataset, f.path
+        """,
+        {"datasets": [d for d, _ in windows], "months": [m for _, m in windows]},
+    ).fetchall()
+    columns = ("dataset", "month", "path", "sha256", "rows_read", "rows_used", "rows_quarantined",
+               "ingested_at", "ingest_seconds")
+    files = [dict(zip(columns, row)) for row in inputs]
+    return {
+        "program": loaded.name,
+        "as_of": month.last_day.isoformat(),
+        "rules_version": loaded.version,
+        "rules_file": str(loaded.path),
+        "code_version": code_version(),
+        "snapshot": {"file": str(target), "sha256": snapshot_sha, "rows": rows_out},
+        "rows_in": sum(f["rows_read"] for f in files),
+        "rows_used": sum(f["rows_used"] for f in files),
+        "rows_quarantined": sum(f["rows_quarantined"] for f in files),
+        "rows_out": rows_out,
+        # Ingestion happened when each input was (last) read, possibly in an earlier run.
+        "stage_seconds": {"ingest": round(sum(f["ingest_seconds"] for f in files), 3),
+                          **{stage: round(value, 3) for stage, value in seconds.items()}},
+        "inputs": files,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
 def evaluate(con: duckdb.DuckDBPyConnection, warehouse: Warehouse, loaded: LoadedProgram,
              vocab: Vocabularies, month: Month) -> Evaluated:
     program = loaded.rules
@@ -105,8 +147,13 @@ def evaluate(con: duckdb.DuckDBPyConnection, warehouse: Warehouse, loaded: Loade
         "effective_from": calendar.effective_from(month),
         "rules_version": loaded.version,
     }
+    seconds = {}
+    started = time.perf_counter()
     runner.create_table_as(con, "figure_measures", "figure_measures", **params)
+    seconds["figures"] = time.perf_counter() - started
+    started = time.perf_counter()
     runner.create_table_as(con, "tier_decisions", "tier_decisions", **params)
+    seconds["decisions"] = time.perf_counter() - started
 
     snapshot_sql = runner.sql_text("snapshot")
     # One pts_<figure> column per scored figure, in rule-file order; names are validated identifiers.
@@ -115,11 +162,20 @@ def evaluate(con: duckdb.DuckDBPyConnection, warehouse: Warehouse, loaded: Loade
     spread = "".join(f", pts_list[{i}] AS pts_{name}" for i, name in enumerate(scored, start=1))
     staged = snapshots.staging_file(warehouse)
     query = f"SELECT * EXCLUDE (pts_list){spread} FROM ({snapshot_sql})"
-    con.execute(
+    started = time.perf_counter()
+    [(customers,)] = con.execute(
         f"COPY ({query}) TO {runner.literal(staged)} (FORMAT parquet, COMPRESSION zstd)",
         runner.bind(snapshot_sql, params),
-    )
+    ).fetchall()
+    seconds["write"] = time.perf_counter() - started
+    started = time.perf_counter()
     target = snapshots.snapshot_path(warehouse, loaded.name, month)
+    snapshot_sha = sha256_file(staged)
     snapshots.publish(staged, target)
-    [(customers,)] = con.execute("SELECT count(*) FROM tier_decisions").fetchall()
+    seconds["publish"] = time.perf_counter() - started
+    snapshots.publish_manifest(
+        warehouse,
+        snapshots.manifest_path(warehouse, loaded.name, month),
+        _manifest(con, loaded, month, target, snapshot_sha, customers, seconds),
+    )
     return Evaluated(loaded.name, str(month), str(target), customers, initial=prev_path is None)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -83,7 +84,8 @@ class Ingestor:
     def __init__(self, con: duckdb.DuckDBPyConnection, input_dir: Path, quarantine_dir: Path,
                  vocab: Vocabularies, programs: list[LoadedProgram]):
         self.con = con
-        self.input_dir = Path(input_dir)
+        # Absolute, so quarantine rows and manifests name files unambiguously.
+        self.input_dir = Path(input_dir).resolve()
         self.quarantine_dir = Path(quarantine_dir)
         self.vocab = vocab
         self.vocab_sha = landing.file_sha256(VOCABULARIES_FILE)
@@ -215,17 +217,18 @@ class Ingestor:
         }
         return [counts.get(str(p), FileCount(str(p), 0, 0, 0)) for p in source.files]
 
-    def _record(self, source: landing.Source, fingerprint: str, files: list[FileCount]) -> None:
+    def _record(self, source: landing.Source, fingerprint: str, files: list[FileCount], seconds: float) -> None:
         month = source.month.first_day if source.month else None
         key = {"dataset": source.dataset, "month": month}
         where = "WHERE dataset = $dataset AND month IS NOT DISTINCT FROM $month"
         self.con.execute(f"DELETE FROM ingested {where}", key)
         self.con.execute(f"DELETE FROM ingested_files {where}", key)
         self.con.execute(
-            "INSERT INTO ingested VALUES ($dataset, $month, $fingerprint, $customers, $read, $used, $bad, $at)",
+            "INSERT INTO ingested VALUES ($dataset, $month, $fingerprint, $customers, $read, $used, $bad, $at, $seconds)",
             {**key, "fingerprint": fingerprint, "customers": self.customers_sha(),
              "read": sum(f.rows_read for f in files), "used": sum(f.rows_used for f in files),
-             "bad": sum(f.rows_quarantined for f in files), "at": datetime.now(timezone.utc).replace(tzinfo=None)},
+             "bad": sum(f.rows_quarantined for f in files), "at": datetime.now(timezone.utc).replace(tzinfo=None),
+             "seconds": seconds},
         )
         for f, path in zip(files, source.files):
             self.con.execute(
@@ -242,7 +245,7 @@ class Ingestor:
                 self.con.execute(f"DELETE FROM {table}")
                 self.con.execute("DELETE FROM ingested WHERE dataset = $dataset AND month IS NULL", {"dataset": dataset})
                 self.con.execute(
-                    "INSERT INTO ingested VALUES ($dataset, NULL, 'absent', '', 0, 0, 0, now()::TIMESTAMP)",
+                    "INSERT INTO ingested VALUES ($dataset, NULL, 'absent', '', 0, 0, 0, now()::TIMESTAMP, 0)",
                     {"dataset": dataset},
                 )
             return IngestResult(dataset, None, read_now=False)
@@ -250,6 +253,7 @@ class Ingestor:
         stored = self._stored(dataset, None)
         if stored and stored[0] == fingerprint:
             return IngestResult(dataset, None, read_now=False, files=self._stored_files(dataset, None))
+        started = time.perf_counter()
         validated = self._validate(source)
         files = self._file_counts(source, validated)
         self._write_quarantine(dataset, None, validated)
@@ -257,7 +261,7 @@ class Ingestor:
         try:
             self.con.execute(f"DELETE FROM {table}")
             self.con.execute(f"INSERT INTO {table} {select_good}")
-            self._record(source, fingerprint, files)
+            self._record(source, fingerprint, files, time.perf_counter() - started)
             self.con.execute("COMMIT")
         except BaseException:
             self.con.execute("ROLLBACK")
@@ -294,6 +298,7 @@ class Ingestor:
         fingerprint = self._fingerprint(source)
         if self._month_is_current(source, fingerprint):
             return IngestResult(dataset, str(month), read_now=False, files=self._stored_files(dataset, month))
+        started = time.perf_counter()
         validated = self._validate(source)
         files = self._file_counts(source, validated)
         self._write_quarantine(dataset, month, validated)
@@ -309,7 +314,7 @@ class Ingestor:
                 f"FROM {validated} WHERE reason IS NULL OR reason = 'unknown_customer'",
                 key,
             )
-            self._record(source, fingerprint, files)
+            self._record(source, fingerprint, files, time.perf_counter() - started)
             self.con.execute("COMMIT")
         except BaseException:
             self.con.execute("ROLLBACK")

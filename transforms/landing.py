@@ -8,12 +8,12 @@ keeps its source file and its line (CSV, counting the header as line 1) or row n
 from __future__ import annotations
 
 import csv
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 
+from tiers.checksums import sha256_file
 from tiers.errors import InputError
 from tiers.months import Month
 
@@ -95,11 +95,7 @@ def file_sha256(path: Path, con: duckdb.DuckDBPyConnection | None = None) -> str
         ).fetchone()
         if cached:
             return cached[0]
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    sha = digest.hexdigest()
+    sha = sha256_file(path)
     if con is not None:
         con.execute("DELETE FROM file_checksums WHERE path = $path", {"path": key["path"]})
         con.execute("INSERT INTO file_checksums VALUES ($path, $size, $mtime_ns, $sha)", {**key, "sha": sha})

@@ -33,7 +33,7 @@ CREATE TABLE IF NOT EXISTS txn_figure_month (
 CREATE TABLE IF NOT EXISTS ingested (
     dataset VARCHAR NOT NULL, month DATE, fingerprint VARCHAR NOT NULL, customers_sha256 VARCHAR NOT NULL,
     rows_read BIGINT NOT NULL, rows_used BIGINT NOT NULL, rows_quarantined BIGINT NOT NULL,
-    ingested_at TIMESTAMP NOT NULL
+    ingested_at TIMESTAMP NOT NULL, seconds DOUBLE NOT NULL
 );
 -- The same counts per source file, for the run summary (rows read = used + quarantined).
 CREATE TABLE IF NOT EXISTS ingested_files (
