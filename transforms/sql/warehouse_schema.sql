@@ -35,6 +35,8 @@ CREATE TABLE IF NOT EXISTS ingested (
     rows_read BIGINT NOT NULL, rows_used BIGINT NOT NULL, rows_quarantined BIGINT NOT NULL,
     ingested_at TIMESTAMP NOT NULL, seconds DOUBLE NOT NULL
 );
+-- Warehouses made before ingestion was timed.
+ALTER TABLE ingested ADD COLUMN IF NOT EXISTS seconds DOUBLE DEFAULT 0;
 -- The same counts per source file, for the run summary (rows read = used + quarantined).
 CREATE TABLE IF NOT EXISTS ingested_files (
     dataset VARCHAR NOT NULL, month DATE, path VARCHAR NOT NULL, sha256 VARCHAR NOT NULL,
