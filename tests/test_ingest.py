@@ -130,8 +130,6 @@ def test_csv_quarantine_rows_carry_the_real_file_line(tmp_path):
     assert [(f.rows_read, f.rows_used, f.rows_quarantined) for f in result.files] == [(90, 87, 3)]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: CSV source_row is the record number + 1 (row_number() OVER () + 1), "
-                   "not the file line: a blank line or a quoted cell spanning two lines shifts every later line number")
 @pytest.mark.parametrize("layout", ["blank_line", "quoted_newline"])
 def test_csv_quarantine_line_counts_physical_lines(tmp_path, layout):
     landing = copy_landing(tmp_path)

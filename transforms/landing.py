@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+import numpy as np
+import pyarrow as pa
 
 from tiers.checksums import sha256_file
 from tiers.errors import InputError
@@ -132,6 +134,57 @@ def _parquet_columns(con: duckdb.DuckDBPyConnection, path: Path) -> dict[str, st
     return {name: column_type for name, column_type, *_ in described}
 
 
+_CHUNK = 1 << 23  # 8 MiB: small enough that the per-chunk index arrays stay small
+
+
+def csv_record_lines(path: Path) -> np.ndarray | None:
+    """The file line on which each data record of a CSV starts, or None when that is simply the record
+    number + 1 (no blank line, no quoted cell spanning lines), which is what nearly every file is.
+
+    One vectorised pass over the bytes: a newline ends a record when the quotes before it are even
+    (RFC 4180 doubles a quote inside a quoted cell, which keeps the parity); DuckDB skips blank lines.
+    """
+    ends_record, blank, quotes_before, last_newline, lines = [], [], 0, -1, 0
+    with path.open("rb") as handle:
+        offset = 0
+        while chunk := handle.read(_CHUNK):
+            data = np.frombuffer(chunk, dtype=np.uint8)
+            newlines = np.flatnonzero(data == 10)
+            quotes = data == 34
+            if quotes.any():
+                parity = (np.cumsum(quotes)[newlines] + quotes_before) % 2
+                quotes_before += int(quotes.sum())
+            else:
+                parity = np.full(len(newlines), quotes_before % 2)
+            positions = newlines + offset
+            starts = np.concatenate(([last_newline], positions[:-1])) + 1
+            length = positions - starts
+            # A line is blank when it is empty or holds only the \r of a \r\n ending.
+            carriage = np.zeros(len(newlines), dtype=bool)
+            inside = newlines > 0
+            carriage[inside] = data[newlines[inside] - 1] == 13
+            if len(newlines) and newlines[0] == 0 and offset > 0:
+                carriage[0] = previous_byte == 13
+            ends_record.append(parity == 0)
+            blank.append((length == 0) | ((length == 1) & carriage))
+            if len(newlines):
+                last_newline = int(positions[-1])
+            lines += len(newlines)
+            previous_byte = int(data[-1])
+            offset += len(chunk)
+    ends = np.concatenate(ends_record) if ends_record else np.zeros(0, dtype=bool)
+    empty = np.concatenate(blank) if blank else np.zeros(0, dtype=bool)
+    if ends.all() and not empty.any():
+        return None
+    # Lines are numbered from 1; line k+1 starts a record when line k ended one (or k = 0).
+    line_numbers = np.arange(1, len(ends) + 2)
+    starts_record = np.concatenate(([True], ends))
+    is_blank = np.concatenate((empty, [offset == last_newline + 1]))  # nothing after a final newline
+    # A record starting on a blank line is skipped; the header is the first record.
+    record_lines = line_numbers[starts_record & ~is_blank]
+    return record_lines[1:]
+
+
 def _first_line(error: Exception) -> str:
     return str(error).strip().splitlines()[0]
 
@@ -149,8 +202,7 @@ def stage(con: duckdb.DuckDBPyConnection, source: Source, table: str) -> None:
             if len(present) != len(header):
                 raise InputError(f"{path}: the header repeats a column name ({', '.join(header)})")
             columns = {name: "VARCHAR" for name in header}
-            # row_number() over the scan keeps file order (insertion order is preserved); +1 for the header.
-            select_rows = "row_number() OVER () + 1"
+            record_lines = csv_record_lines(path)
         else:
             types = _parquet_columns(con, path)
             present = set(types)
@@ -160,7 +212,7 @@ def stage(con: duckdb.DuckDBPyConnection, source: Source, table: str) -> None:
                     raise InputError(
                         f"{path}: column {name} is {types[name]}; money must be DECIMAL or text, never a float"
                     )
-            select_rows = "file_row_number + 1"
+            record_lines = None
         missing = [c for c in required if c not in present]
         if missing:
             raise InputError(
@@ -172,9 +224,24 @@ def stage(con: duckdb.DuckDBPyConnection, source: Source, table: str) -> None:
         params = {"path": str(path)}
         if columns is not None:
             params["columns"] = columns
+        if path.suffix == ".parquet":
+            rows = f"SELECT file_row_number + 1 AS source_row, * FROM {_reader(path)}"
+        elif record_lines is None:
+            # row_number() over the scan keeps file order (insertion order is preserved); +1 for the header.
+            rows = f"SELECT row_number() OVER () + 1 AS source_row, * FROM {_reader(path)}"
+        else:
+            # Blank lines or multi-line cells: map record numbers to the lines they start on. A LEFT
+            # JOIN, so a record the map does not know keeps its record number + 1 rather than vanishing.
+            con.register("csv_record_lines", pa.table({"record": np.arange(1, len(record_lines) + 1),
+                                                        "line": record_lines}))
+            rows = (
+                f"SELECT COALESCE(m.line, r.record + 1) AS source_row, r.* EXCLUDE (record) FROM "
+                f"(SELECT row_number() OVER () AS record, * FROM {_reader(path)}) AS r "
+                f"LEFT JOIN csv_record_lines AS m ON m.record = r.record"
+            )
         try:
             con.execute(
-                f"INSERT INTO {table} SELECT $file, {select_rows}, {picked} FROM {_reader(path)}",
+                f"INSERT INTO {table} SELECT $file, source_row, {picked} FROM ({rows})",
                 {**params, "file": str(path)},
             )
         except duckdb.Error as error:
