@@ -50,30 +50,36 @@ def _read_yaml(path: Path) -> object:
         raise RuleError(f"{path}{where}: not valid YAML ({getattr(error, 'problem', error)})") from None
 
 
-def _key_as_written(raw: object, location: tuple) -> str:
-    """pydantic's error location with its union tags ("balances", "function-after[...]") left out:
-    follow the location through the file's own data and keep only the keys that are really there."""
+def _written_parts(raw: object, detail: dict) -> list[str]:
+    """pydantic's error location with its union tags ("balances", "literal[...]") left out: follow the
+    location through the file's own data and keep only the keys that are really there (and, for a
+    missing key, the key that should have been)."""
     parts, node = [], raw
+    location = detail["loc"]
     for index, part in enumerate(location):
         if isinstance(node, dict) and part in node:
             node = node[part]
         elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
             node = node[part]
-        elif index < len(location) - 1:
+        elif index == len(location) - 1 and detail["type"] == "missing":
+            pass
+        else:
             continue  # a tag pydantic added, not a key of the file
         parts.append(str(part))
-    return ".".join(parts) or "(top level)"
+    return parts
 
 
 def _first_validation_error(path: Path, error: ValidationError, raw: object) -> RuleError:
-    detail = error.errors()[0]
-    key = _key_as_written(raw, detail["loc"])
+    # A union reports one error per member; the one that reaches deepest into the file is the one meant.
+    errors = error.errors()
+    detail = max(errors, key=lambda d: len(_written_parts(raw, d)))
+    key = ".".join(_written_parts(raw, detail))
+    message = detail["msg"].removeprefix("Value error, ")
     got = detail.get("input")
     got_text = f", got {got!r}" if not isinstance(got, (dict, list)) and got is not None else ""
-    more = len(error.errors()) - 1
-    return RuleError(
-        f"{path}: {key}: {detail['msg']}{got_text}" + (f" (and {more} more problems)" if more else "")
-    )
+    more = len(errors) - 1
+    where = f"{key}: " if key else ""
+    return RuleError(f"{path}: {where}{message}{got_text}" + (f" (and {more} more problems)" if more else ""))
 
 
 def load_vocabularies(path: Path = VOCABULARIES_FILE) -> Vocabularies:

@@ -81,6 +81,19 @@ def _register_rules(con: duckdb.DuckDBPyConnection, loaded: LoadedProgram, vocab
     return scales.points_scale
 
 
+def _check_tiers_defined(con: duckdb.DuckDBPyConnection, loaded: LoadedProgram, month: Month) -> None:
+    """A tier held under a buffer may have been removed from the rule file since: refuse, never drop."""
+    [(count, example, tier)] = con.execute(
+        "SELECT count(*), min(customer_id), min(tier) FROM tier_decisions "
+        "WHERE tier NOT IN (SELECT tier FROM rule_tiers)"
+    ).fetchall()
+    if count:
+        raise StateError(
+            f"{loaded.name} {month}: {count} customers (e.g. {example}) hold tier {tier}, which {loaded.path} "
+            "no longer defines; keep the tier in the rule file until no customer holds it"
+        )
+
+
 def _manifest(con: duckdb.DuckDBPyConnection, loaded: LoadedProgram, month: Month, target: Path,
               snapshot_sha: str, rows_out: int, seconds: dict[str, float]) -> dict:
     """What went into one snapshot: every input file (reference files and the windows' months)."""
@@ -154,6 +167,7 @@ def evaluate(con: duckdb.DuckDBPyConnection, warehouse: Warehouse, loaded: Loade
     started = time.perf_counter()
     runner.create_table_as(con, "tier_decisions", "tier_decisions", **params)
     seconds["decisions"] = time.perf_counter() - started
+    _check_tiers_defined(con, loaded, month)
 
     snapshot_sql = runner.sql_text("snapshot")
     # One pts_<figure> column per scored figure, in rule-file order; names are validated identifiers.
