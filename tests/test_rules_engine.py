@@ -323,7 +323,7 @@ def test_bohai_buffers_three_month_ends_six_for_private_banking(book):
             assert row["next_review"] == month.plus(1).last_day, where
             assert row["effective_from"] == month.plus(1).first_day, where
             assert row["rules_version"] == BOHAI.version, where
-    assert book.columns == CONTRACT_COLUMNS  # no pts_ columns
+    assert book.columns == CONTRACT_COLUMNS + ["fig_financial_assets"]  # no pts_ columns
 
 
 @pytest.mark.parametrize("evaluated", ["2025-07", "2024-02", "2025-02"])  # 31, 29 and 28 days
@@ -693,7 +693,7 @@ def test_decimal_rates_and_per_amount_stay_exact(tmp_path, book):
 
     got = book.evaluate(loaded, july)
 
-    assert book.columns == CONTRACT_COLUMNS + ["pts_deposits", "pts_funds"]
+    assert book.columns == CONTRACT_COLUMNS + ["pts_deposits", "pts_funds", "fig_deposits", "fig_funds"]
     for customer, (deposits, funds) in day_sums.items():
         pts_deposits = Fraction(1, 2) * Fraction(deposits) / 31 / 10000
         pts_funds = Fraction(1, 10) * Fraction(funds) / 31 / 10000

@@ -170,12 +170,14 @@ def evaluate(con: duckdb.DuckDBPyConnection, warehouse: Warehouse, loaded: Loade
     _check_tiers_defined(con, loaded, month)
 
     snapshot_sql = runner.sql_text("snapshot")
-    # One pts_<figure> column per scored figure, in rule-file order; names are validated identifiers.
+    # One pts_<figure> column per scored figure and one fig_<figure> per figure, in rule-file order;
+    # names are validated identifiers.
     # (A program without points has no coefficients, so its points_num and points are NULL.)
     scored = [name for name in program.figures if program.points and name in program.points.rates]
     spread = "".join(f", pts_list[{i}] AS pts_{name}" for i, name in enumerate(scored, start=1))
+    spread += "".join(f", fig_list[{i}] AS fig_{name}" for i, name in enumerate(program.figures, start=1))
     staged = snapshots.staging_file(warehouse)
-    query = f"SELECT * EXCLUDE (pts_list){spread} FROM ({snapshot_sql})"
+    query = f"SELECT * EXCLUDE (pts_list, fig_list){spread} FROM ({snapshot_sql})"
     started = time.perf_counter()
     [(customers,)] = con.execute(
         f"COPY ({query}) TO {runner.literal(staged)} (FORMAT parquet, COMPRESSION zstd)",

@@ -1,13 +1,15 @@
 -- snapshot: the published rows of one program and month-end, in the column order of
--- data-contract.md section 3, then the program's explanatory columns (the list pts_list, which
--- the publisher spreads into one pts_<figure> column per scored figure). Shown points are cut,
+-- data-contract.md section 3, then the program's explanatory columns (the lists pts_list and
+-- fig_list, which the publisher spreads into pts_<figure> per scored figure and fig_<figure> per figure). Shown points are cut,
 -- not rounded, to the cent, so a shown figure reaches a threshold only when the exact one does.
 WITH component_points AS (
     SELECT customer_id,
            list(CAST(CAST(coef * num * 100 // $points_scale AS DECIMAL(38, 0)) * 0.01 AS DECIMAL(18, 2))
-                ORDER BY ord) AS pts_list
+                ORDER BY ord) FILTER (WHERE coef IS NOT NULL) AS pts_list,
+           -- Each figure's CNY value (an average daily balance, a month-end balance, a counted
+           -- amount), cut to the cent: what `tiers explain` shows as the figures that decided.
+           list(CAST(CAST(num * 100 // scale AS DECIMAL(38, 0)) * 0.01 AS DECIMAL(18, 2)) ORDER BY ord) AS fig_list
     FROM figure_measures
-    WHERE coef IS NOT NULL
     GROUP BY customer_id
 )
 SELECT
@@ -26,7 +28,8 @@ SELECT
     CAST($next_review AS DATE) AS next_review,
     CAST($effective_from AS DATE) AS effective_from,
     CAST($rules_version AS VARCHAR) AS rules_version,
-    p.pts_list
+    p.pts_list,
+    p.fig_list
 FROM tier_decisions AS d
 JOIN rule_tiers AS t ON t.tier = d.tier
 LEFT JOIN component_points AS p ON p.customer_id = d.customer_id
