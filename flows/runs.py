@@ -8,6 +8,7 @@ from prefect import flow
 
 from flows import tasks
 from flows.plan import plan_run
+from flows.schedule import scheduled_month
 from rules import load_programs
 from tiers.errors import BadRowsError, TiersError
 from tiers.months import Month
@@ -42,9 +43,13 @@ def _run(input_dir: str, first: str, last: str, warehouse_dir: str, programs: li
 
 
 @flow(name="tiers-month-end", log_prints=True)
-def month_end(input_dir: str, month: str, warehouse_dir: str = "data/warehouse", programs: list[str] | None = None,
-              max_bad_rows: int = 0, wait_seconds: float = 0) -> dict:
-    """Evaluate one month-end (and re-evaluate every later published month, in order)."""
+def month_end(input_dir: str, month: str | None = None, warehouse_dir: str = "data/warehouse",
+              programs: list[str] | None = None, max_bad_rows: int = 0, wait_seconds: float = 0) -> dict:
+    """Evaluate one month-end (and re-evaluate every later published month, in order).
+
+    Without ``month`` (a scheduled run), the month just ended at the run's scheduled time.
+    """
+    month = month or str(scheduled_month())
     return _run(input_dir, month, month, warehouse_dir, programs, max_bad_rows, wait_seconds)
 
 
