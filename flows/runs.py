@@ -12,6 +12,7 @@ from flows.schedule import scheduled_month
 from rules import load_programs
 from tiers.errors import BadRowsError, TiersError
 from tiers.months import Month
+from tiers.progress import current
 from tiers.warehouse import Warehouse
 from transforms.quarantine import bad_rows_message
 
@@ -31,14 +32,22 @@ def _run(input_dir: str, first: str, last: str, warehouse_dir: str, programs: li
         if not plan.evaluations:
             raise TiersError("no program can be evaluated: " + "; ".join(plan.skipped))
 
+        progress = current()
+        progress.stage("ingest", 1 + len(plan.ingest))
+        progress.stage("evaluate", len(plan.evaluations))
         ingested = tasks.ingest_reference(input_dir, warehouse_dir)
+        progress.advance("ingest", "reference files")
         for dataset, month, needed_by in plan.ingest:
             ingested.append(tasks.ingest_month(input_dir, warehouse_dir, dataset, str(month), needed_by))
+            progress.advance("ingest", f"{dataset}/{month}")
         # Counted over every source this run uses, including months ingested by earlier runs.
         if sum(result.rows_quarantined for result in ingested) > max_bad_rows:
             raise BadRowsError(bad_rows_message(ingested, max_bad_rows, warehouse.quarantine))
 
-        evaluated = [tasks.evaluate(warehouse_dir, program, str(month)) for month, program in plan.evaluations]
+        evaluated = []
+        for month, program in plan.evaluations:
+            evaluated.append(tasks.evaluate(warehouse_dir, program, str(month)))
+            progress.advance("evaluate", f"{program} {month}")
     return {"ingested": ingested, "evaluated": evaluated, "skipped": plan.skipped}
 
 

@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from tiers import progress
 from tiers.errors import TiersError
 from tiers.warehouse import DEFAULT_WAREHOUSE
 
@@ -102,7 +103,8 @@ def run(
     """The month-end run: ingest what the window needs, evaluate, publish (and re-run later published months)."""
     from flows.runs import month_end
 
-    result = month_end(str(input_dir), month, str(warehouse), program, max_bad_rows, wait)
+    with progress.reporting(out):
+        result = month_end(str(input_dir), month, str(warehouse), program, max_bad_rows, wait)
     _print_summary(result)
 
 
@@ -120,7 +122,8 @@ def backfill(
     """Evaluate every month from --from to --to in order, carrying state month to month."""
     from flows.runs import backfill as backfill_flow
 
-    result = backfill_flow(str(input_dir), first, last, str(warehouse), program, max_bad_rows, wait)
+    with progress.reporting(out):
+        result = backfill_flow(str(input_dir), first, last, str(warehouse), program, max_bad_rows, wait)
     _print_summary(result)
 
 
@@ -151,7 +154,8 @@ def demo(
     generate_landing(landing_dir, customers=customers, first_month=str(first_month.plus(-(history - 1))),
                      months=months + history - 1)
     out.print(f"Backfilling {program} from {first_month} to {last_month} into {warehouse} ...")
-    result = backfill_flow(str(landing_dir), str(first_month), str(last_month), str(warehouse), [program])
+    with progress.reporting(out):
+        result = backfill_flow(str(landing_dir), str(first_month), str(last_month), str(warehouse), [program])
     out.print(tier_counts(warehouse, program))
     glob = f"{warehouse}/snapshots/**/*.parquet"
     out.print(f"\nSnapshots: {warehouse}/snapshots ({len(result['evaluated'])} months). Query them with DuckDB:\n")
