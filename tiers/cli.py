@@ -167,6 +167,22 @@ def demo(
     )
 
 
+@app.command()
+@_plain_errors
+def sql(
+    query: Annotated[Optional[str], typer.Argument(help="A query; none opens a shell.")] = None,
+    warehouse: WarehouseDir = DEFAULT_WAREHOUSE,
+    max_rows: Annotated[int, typer.Option("--max-rows", min=1, help="Rows shown.")] = 100,
+):
+    """Query the snapshots with DuckDB: views `snapshots`, one per program, and `quarantine`."""
+    from tiers.sql_shell import open_shell, run_query
+
+    if query is None:
+        open_shell(warehouse)
+    else:
+        run_query(warehouse, query, max_rows)
+
+
 @rules_app.command("check")
 @_plain_errors
 def rules_check(files: Annotated[Optional[list[Path]], typer.Argument(help="Rule files; default: every file in rules/.")] = None):
