@@ -72,7 +72,7 @@ def _plain_errors(command: Callable) -> Callable:
 
 def _print_summary(result: dict) -> None:
     for note in result["skipped"]:
-        out.print(f"[yellow]{note}[/yellow]")
+        out.print(note, style="yellow", markup=False, highlight=False)
     files = Table(title="Input files", title_justify="left")
     for column in ("source", "file", "read", "used", "quarantined", "this run"):
         files.add_column(column, justify="right" if column in ("read", "used", "quarantined") else "left")
