@@ -169,6 +169,30 @@ def demo(
 
 @app.command()
 @_plain_errors
+def explain(
+    customer_id: Annotated[str, typer.Argument(help="The customer to explain.")],
+    month: Annotated[str, typer.Option("--month", help="The month-end, YYYY-MM.")],
+    program: Annotated[Optional[str], typer.Option("--program", help="Program; default: every published one.")] = None,
+    warehouse: WarehouseDir = DEFAULT_WAREHOUSE,
+    output: Annotated[str, typer.Option("--format", help="text or json.")] = "text",
+):
+    """Why this customer has this tier: figures, thresholds, floors, caps, buffer, next review."""
+    import json
+
+    from tiers.explain import explain_customer, render_text
+    from tiers.months import Month
+
+    if output not in ("text", "json"):
+        raise TiersError(f"--format {output}: expected text or json")
+    explanations = explain_customer(warehouse, customer_id, Month.parse(month), program)
+    if output == "json":
+        print(json.dumps(explanations, indent=2, default=str, ensure_ascii=False))
+    else:
+        out.print("\n\n".join(render_text(e) for e in explanations), markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command()
+@_plain_errors
 def sql(
     query: Annotated[Optional[str], typer.Argument(help="A query; none opens a shell.")] = None,
     warehouse: WarehouseDir = DEFAULT_WAREHOUSE,

@@ -1,0 +1,218 @@
+"""``tiers explain``: why a customer has their tier, read back from the golden scenarios' snapshots.
+
+Each scenario's warehouse is backfilled once per module, in-process (one Prefect server for the
+session), over the months these tests look at: fewer than the README's full range where the later
+months add nothing here. Two tests go through the installed command.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from rules.loader import RULES_DIR
+from tiers.errors import TiersError
+from tiers.explain import explain_customer, render_text
+from tiers.months import Month
+
+GOLDEN = Path(__file__).resolve().parent / "golden"
+# scenario -> (program, first month, last month)
+BACKFILLS = {
+    "icbc_buffers": ("icbc_star", "2024-12", "2025-07"),
+    "icbc_floors_caps": ("icbc_star", "2025-06", "2025-08"),
+    "icbc_money": ("icbc_star", "2025-06", "2025-06"),
+    "icbc_thresholds": ("icbc_star", "2025-06", "2025-06"),
+    "boc_tracks": ("boc_vip", "2025-07", "2025-08"),
+}
+
+
+@pytest.fixture(scope="module")
+def warehouses(prefect_harness, tmp_path_factory) -> dict[str, Path]:
+    from flows.runs import backfill
+
+    built = {}
+    for scenario, (program, first, last) in BACKFILLS.items():
+        warehouse = tmp_path_factory.mktemp("explain") / scenario
+        backfill.fn(str(GOLDEN / scenario / "landing"), first, last, str(warehouse), [program])
+        built[scenario] = warehouse
+    return built
+
+
+def explain(warehouses, scenario: str, customer: str, month: str) -> dict:
+    program = BACKFILLS[scenario][0]
+    [explanation] = explain_customer(warehouses[scenario], customer, Month.parse(month), program)
+    assert json.loads(json.dumps(explanation)) == explanation  # JSON-friendly as it stands
+    return explanation
+
+
+def band(explanation: dict, name: str) -> dict:
+    return next(b for b in explanation["bands"] if b["name"] == name)
+
+
+def figure(explanation: dict, name: str) -> dict:
+    return next(f for f in explanation["figures"] if f["name"] == name)
+
+
+# -- the state machine's reasons, one sentence each ----------------------------------------------------
+
+def test_buffer_at_the_june_review(warehouses):
+    e = explain(warehouses, "icbc_buffers", "recovers", "2025-06")
+    assert (e["reason"], e["tier_name"], e["computed_tier_name"]) == ("buffer", "five-star", "three-star")
+    assert (e["failed_reviews"], e["buffer_since"], e["falls_after_failed_reviews"]) == (1, "2025-06-30", 2)
+    assert e["at_risk"] is True and e["next_review"] == "2025-12-31" and e["points"] == "453.59"
+    assert [b["status"] for b in e["bands"]] == ["missed"] * 4 + ["earned"] + ["below earned"] * 2
+    assert e["next_band_up"]["gap"] == "453.59 points, 46.41 short of 500 for four-star"
+    assert "2025-12-31 review" in e["decision"] and e["decision"].startswith("Kept five-star in its buffer")
+    assert figure(e, "long_term_assets")["basis"] == "average daily balance over 2025-01..2025-06 (181 days)"
+
+
+def test_held_until_review_before_any_failed_review(warehouses):
+    e = explain(warehouses, "icbc_buffers", "recovers", "2025-03")
+    assert e["reason"] == "held_until_review" and e["failed_reviews"] == 0
+    assert e["decision"] == (
+        "Held at five-star until the 2025-06-30 review: earned four-star (1,760.38 points, 239.62 short of 2,000 "
+        "for five-star); the 2025-06-30 review would be its first failed one, and a five-star falls after "
+        "2 failed reviews."
+    )
+
+
+def test_held_in_buffer_falls_at_next_review(warehouses):
+    e = explain(warehouses, "icbc_buffers", "five-star", "2025-07")
+    assert e["reason"] == "held_until_review" and e["buffer_since"] == "2025-06-30"
+    assert "falls at the 2025-12-31 review unless it earns five-star again" in e["decision"]
+
+
+def test_downgrade_and_meets_and_upgrade(warehouses):
+    fell = explain(warehouses, "icbc_buffers", "four-star", "2025-06")
+    assert (fell["reason"], fell["previous_tier_name"], fell["tier_name"]) == ("downgrade", "four-star", "three-star")
+    assert fell["decision"].startswith("Downgraded from four-star to three-star at the 2025-06-30 review")
+    assert "after 1 failed review:" in fell["decision"] and fell["falls_after_failed_reviews"] == 1
+    climbed = explain(warehouses, "icbc_buffers", "climber", "2025-04")
+    assert climbed["reason"] == "upgrade" and climbed["decision"].startswith("Upgraded from four-star to five-star")
+    stays = explain(warehouses, "icbc_buffers", "climber", "2025-05")
+    assert stays["reason"] == "meets" and stays["decision"].startswith("Stays five-star")
+
+
+def test_floor_from_held_gold_card(warehouses):
+    e = explain(warehouses, "icbc_floors_caps", "gold-card", "2025-08")
+    assert (e["reason"], e["computed_tier_name"], e["earned_tier_name"]) == ("upgrade", "three-star", "five-star")
+    assert e["floor"] == {"tier": 5, "products": [
+        {"product_code": "credit_card_gold", "opened_on": "2025-08-15", "closed_on": "2025-11-01", "floor_tier": 5}
+    ]}
+    assert "through the credit_card_gold floor" in e["decision"] and e["warnings"] == []
+    assert "credit_card_gold (floor 5, held since 2025-08-15" in render_text(e)
+
+
+def test_cap_from_loan_loss(warehouses):
+    e = explain(warehouses, "icbc_floors_caps", "defaulted", "2025-07")
+    assert (e["reason"], e["tier_name"], e["computed_tier_name"]) == ("credit_cap", "quasi-star", "six-star")
+    assert e["cap"] == {"capped": True, "cap_tier": 1, "events": [
+        {"event_code": "loan_loss", "started_on": "2025-07-10", "cured_on": "2025-10-01"}
+    ]}
+    assert e["decision"].startswith("Capped at quasi-star by loan_loss (since 2025-07-10, cured on 2025-10-01)")
+
+
+def test_initial_with_capped_settlement(warehouses):
+    e = explain(warehouses, "icbc_money", "remitter", "2025-06")
+    assert e["reason"] == "initial" and e["previous_tier"] is None
+    assert e["decision"].startswith("First evaluation at three-star")
+    settlement = figure(e, "settlement")
+    assert (settlement["value"], settlement["points"]) == ("10500.05", "210.00")
+    assert settlement["rate"] == "200 per 10,000 CNY"
+    assert "capped at 5,000.00" in settlement["basis"] and settlement["codes"] == ["remote_cash", "remittance"]
+    text = render_text(e)
+    assert "10,500.05 CNY  counted amount over 2025-01..2025-06" in text and "= 210.00 points" in text
+    assert "[" not in text  # plain text, no rich markup
+
+
+def test_card_spending_meets_the_any_of_band(warehouses):
+    e = explain(warehouses, "boc_tracks", "spender", "2025-08")
+    assert e["points"] is None and e["reason"] == "meets" and e["tier_name"] == "wealth"
+    wealth = band(e, "wealth")
+    assert wealth["status"] == "earned" and wealth["rule"].startswith("any of:")
+    met = {c["measure"]: c["met"] for group in wealth["groups"] for c in group}
+    assert met == {"financial_assets": False, "normal_loans": False, "card_spending": True}
+    assert figure(e, "card_spending")["value"] == "108000.00"
+    assert "card spending 108,000.00 CNY >= 100,000" in e["decision"]
+    assert "rate" not in figure(e, "card_spending")
+
+
+def test_cut_points_follow_the_computed_tier(warehouses):
+    # 0.00005 points show as 0.00: the exact value is above 0, so quasi-star's condition is met.
+    sliver = explain(warehouses, "icbc_thresholds", "one-cent", "2025-06")
+    [[condition]] = band(sliver, "quasi-star")["groups"]
+    assert sliver["points"] == "0.00" and condition["met"] is True and band(sliver, "quasi-star")["status"] == "earned"
+    under = explain(warehouses, "icbc_thresholds", "under-2000", "2025-06")
+    assert under["next_band_up"]["gap"] == "1,999.99 points, 0.01 short of 2,000 for five-star"
+
+
+# -- errors, warnings and what is read --------------------------------------------------------------
+
+def test_errors_name_what_is_missing(warehouses, tmp_path):
+    money = warehouses["icbc_money"]
+    with pytest.raises(TiersError, match=r"^icbc_star has no snapshot for 2025-07 .*published months: 2025-06\)$"):
+        explain_customer(money, "remitter", Month.parse("2025-07"), "icbc_star")
+    with pytest.raises(TiersError, match="'nobody-here' is not in the icbc_star snapshot for 2025-06"):
+        explain_customer(money, "nobody-here", Month.parse("2025-06"))
+    with pytest.raises(TiersError) as empty:
+        explain_customer(tmp_path / "none", "remitter", Month.parse("2025-06"))
+    assert str(empty.value) == f"no snapshot of any program for 2025-06 in {tmp_path / 'none'}"
+    # Without --program: every program published for the month.
+    assert [e["program"] for e in explain_customer(money, "remitter", Month.parse("2025-06"))] == ["icbc_star"]
+
+
+def test_snapshot_alone_when_the_database_is_gone(warehouses, tmp_path):
+    copy = tmp_path / "warehouse"
+    shutil.copytree(warehouses["icbc_floors_caps"], copy, ignore=shutil.ignore_patterns("tiers.duckdb*", "tiers.lock"))
+    [e] = explain_customer(copy, "gold-card", Month.parse("2025-08"), "icbc_star")
+    assert e["floor"] == {"tier": 5, "products": None} and e["cap"]["events"] is None
+    assert "through a held-product floor" in e["decision"]
+    assert any("no warehouse database" in w for w in e["warnings"])
+    assert "held products unknown" in render_text(e)
+
+
+def test_database_locked_by_a_writer(warehouses):
+    # A writing connection in this process: the read-only one is refused, the snapshot still explains.
+    writer = duckdb.connect(str(warehouses["icbc_money"] / "tiers.duckdb"))
+    try:
+        [e] = explain_customer(warehouses["icbc_money"], "remitter", Month.parse("2025-06"), "icbc_star")
+    finally:
+        writer.close()
+    assert e["reason"] == "initial" and any("not readable" in w for w in e["warnings"])
+
+
+def test_warns_when_the_rule_file_changed(warehouses, tmp_path):
+    copy = tmp_path / "warehouse"
+    shutil.copytree(warehouses["icbc_money"], copy, ignore=shutil.ignore_patterns("tiers.lock"))
+    edited = tmp_path / "icbc_star.yaml"
+    edited.write_text((RULES_DIR / "icbc_star.yaml").read_text(encoding="utf-8") + "# edited\n", encoding="utf-8")
+    manifest = copy / "snapshots" / "program=icbc_star" / "as_of=2025-06-30" / "manifest.json"
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "rules_file": str(edited)}))
+    [e] = explain_customer(copy, "remitter", Month.parse("2025-06"), "icbc_star")
+    assert e["current_rules_version"] != e["rules_version"]
+    [warning] = e["warnings"]
+    assert str(edited) in warning and e["rules_version"] in warning and e["current_rules_version"] in warning
+    assert f"Warning: {warning}" in render_text(e)
+
+
+# -- through the installed command -----------------------------------------------------------------
+
+def test_cli_json_has_the_same_decision(warehouses, tiers_cli):
+    done = tiers_cli("explain", "recovers", "--month", "2025-06", "--format", "json",
+                     "--warehouse", str(warehouses["icbc_buffers"]), check=True)
+    [shown] = json.loads(done.stdout)
+    assert shown == explain(warehouses, "icbc_buffers", "recovers", "2025-06")
+    text = tiers_cli("explain", "recovers", "--month", "2025-06", "--warehouse", str(warehouses["icbc_buffers"]),
+                     check=True)
+    assert f"Decision: {shown['decision']}" in text.stdout
+
+
+def test_cli_unknown_customer_is_one_plain_line(warehouses, tiers_cli):
+    done = tiers_cli("explain", "nobody-here", "--month", "2025-06", "--warehouse", str(warehouses["icbc_money"]))
+    assert done.returncode == 1 and "Traceback" not in done.stderr + done.stdout
+    [line] = [line for line in done.stderr.splitlines() if line.strip()]
+    assert line.startswith("error: customer 'nobody-here' is not in the icbc_star snapshot for 2025-06")
