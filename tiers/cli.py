@@ -193,6 +193,23 @@ def explain(
 
 @app.command()
 @_plain_errors
+def whatif(
+    rules: Annotated[Path, typer.Option("--rules", help="The changed rule file to try.")],
+    input_dir: InputDir,
+    first: Annotated[str, typer.Option("--from", help="First month, YYYY-MM.")],
+    last: Annotated[str, typer.Option("--to", help="Last month, YYYY-MM.")],
+    warehouse: WarehouseDir = DEFAULT_WAREHOUSE,
+    max_bad_rows: MaxBadRows = 0,
+):
+    """Evaluate a changed program over past months in a scratch area and show who would move, and why."""
+    from flows.whatif import summary_table, whatif as whatif_flow
+
+    result = whatif_flow(str(rules), str(input_dir), first, last, str(warehouse), max_bad_rows)
+    out.print(summary_table(result))
+
+
+@app.command()
+@_plain_errors
 def sql(
     query: Annotated[Optional[str], typer.Argument(help="A query; none opens a shell.")] = None,
     warehouse: WarehouseDir = DEFAULT_WAREHOUSE,

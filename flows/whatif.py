@@ -1,0 +1,190 @@
+"""What if a program's rules changed? Evaluate a changed rule file over past months in a scratch
+warehouse and compare its tiers, customer by customer, with the published snapshots.
+
+    <warehouse>/scratch/whatif-<UTC timestamp>/   its own DuckDB, snapshots and quarantine,
+                                                  rules.yaml (the file tried), movers.parquet, movers.csv
+
+The published warehouse is only read: its snapshot folders are listed and its snapshot files read
+(never its DuckDB file), so a what-if can run beside the month-end run.
+"""
+
+from __future__ import annotations
+
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from rich.table import Table
+
+from flows import tasks
+from flows.plan import plan_run
+from rules.loader import load_program
+from tiers import snapshots
+from tiers.errors import BadRowsError, TiersError
+from tiers.months import Month, month_range
+from tiers.warehouse import Warehouse
+from transforms import runner
+from transforms.quarantine import bad_rows_message
+
+SCRATCH_RULES = "rules.yaml"
+
+# One row per customer and month whose what-if tier differs from the published one (a customer on one
+# side only counts too), with the what-if points and figures that explain the new tier.
+_MOVERS_SQL = """
+CREATE OR REPLACE TEMP TABLE movers AS
+WITH published AS (
+    SELECT strftime(as_of, '%Y-%m') AS month, customer_id, tier, tier_name, reason, points
+    FROM read_parquet($published, hive_partitioning = true, union_by_name = true)
+), whatif AS (
+    SELECT strftime(as_of, '%Y-%m') AS month, customer_id, tier, tier_name, reason, points, computed_tier,
+           COLUMNS('^(fig|pts)_')
+    FROM read_parquet($whatif, hive_partitioning = true, union_by_name = true)
+)
+SELECT month, customer_id,
+       p.tier AS from_tier, p.tier_name AS from_tier_name, w.tier AS to_tier, w.tier_name AS to_tier_name,
+       p.reason AS from_reason, w.reason AS to_reason, p.points AS from_points, w.points AS to_points,
+       w.computed_tier AS to_computed_tier, COLUMNS('^(fig|pts)_')
+FROM whatif AS w FULL JOIN published AS p USING (month, customer_id)
+WHERE w.tier IS DISTINCT FROM p.tier
+ORDER BY month, customer_id
+"""
+
+
+def compare(scratch: Warehouse, published: Warehouse, program: str, months: list[Month]) -> dict:
+    """Write ``movers.parquet`` and ``movers.csv`` into the scratch folder; return counts per move."""
+    files = {
+        "published": [str(snapshots.snapshot_path(published, program, m)) for m in months],
+        "whatif": [str(snapshots.snapshot_path(scratch, program, m)) for m in months],
+    }
+    parquet, csv = scratch.root / "movers.parquet", scratch.root / "movers.csv"
+    with scratch.connect() as con:
+        con.execute(_MOVERS_SQL, files)
+        con.execute(f"COPY movers TO {runner.literal(parquet)} (FORMAT parquet, COMPRESSION zstd)")
+        con.execute(f"COPY movers TO {runner.literal(csv)} (FORMAT csv, HEADER)")
+        counts = con.execute(
+            "SELECT month, from_tier, from_tier_name, to_tier, to_tier_name, count(*) AS customers FROM movers "
+            "GROUP BY ALL ORDER BY month, from_tier DESC NULLS LAST, to_tier DESC NULLS LAST"
+        ).fetchall()
+        [(compared,)] = con.execute(
+            "SELECT count(DISTINCT customer_id) FROM (SELECT customer_id FROM read_parquet($published) "
+            "UNION ALL SELECT customer_id FROM read_parquet($whatif))",
+            files,
+        ).fetchall()
+    keys = ("month", "from_tier", "from_tier_name", "to_tier", "to_tier_name", "customers")
+    return {
+        "movers_parquet": str(parquet),
+        "movers_csv": str(csv),
+        "counts": [dict(zip(keys, row)) for row in counts],
+        "movers": sum(row[-1] for row in counts),
+        "customers_compared": compared,
+    }
+
+
+# -- tasks of its own (the ingest and evaluate tasks are the run's, given the scratch rule file) ------
+
+@task(name="whatif-scratch", cache_policy=NO_CACHE)
+def start_scratch(scratch_dir: str, warehouse_dir: str, rules_file: str, program: str, first: str) -> str | None:
+    """A new scratch warehouse holding the rule file tried and, when published, the snapshot of the month
+    before ``first``, so that month's evaluation continues from the real previous tiers; returns its source."""
+    published, scratch = Warehouse(Path(warehouse_dir)), Warehouse(Path(scratch_dir))
+    try:
+        scratch.root.mkdir(parents=True)  # never reuse another what-if's folder
+    except OSError as error:
+        raise TiersError(f"{scratch.root}: cannot create the what-if's scratch folder ({error.strerror}); "
+                         "it needs a writable <warehouse>/scratch") from None
+    scratch.prepare()
+    # A copy, so every task evaluates the same bytes even if the file is edited meanwhile.
+    shutil.copyfile(rules_file, scratch.root / SCRATCH_RULES)
+    before = Month.parse(first).plus(-1)
+    if before not in snapshots.published_months(published, program):
+        return None
+    source = snapshots.snapshot_path(published, program, before)
+    target = snapshots.snapshot_path(scratch, program, before)
+    target.parent.mkdir(parents=True)
+    shutil.copyfile(source, target)
+    return str(source)
+
+
+@task(name="whatif-compare", cache_policy=NO_CACHE)
+def compare_months(scratch_dir: str, warehouse_dir: str, program: str, months: list[str]) -> dict:
+    return compare(Warehouse(Path(scratch_dir)), Warehouse(Path(warehouse_dir)), program,
+                   [Month.parse(m) for m in months])
+
+
+# -- the flow ---------------------------------------------------------------------------------------
+
+@flow(name="tiers-whatif", log_prints=True)
+def whatif(rules_file: str, input_dir: str, first: str, last: str, warehouse_dir: str = "data/warehouse",
+           max_bad_rows: int = 0) -> dict:
+    """Evaluate ``rules_file`` over first..last in a scratch warehouse; who would move against the published tiers."""
+    loaded = load_program(Path(rules_file))  # a broken rule file fails before any scratch folder exists
+    first_month, last_month = Month.parse(first), Month.parse(last)
+    if last_month < first_month:
+        raise TiersError(f"--to {last} is before --from {first}")
+    if not Path(input_dir).is_dir():
+        raise TiersError(f"{input_dir}: the landing folder does not exist")
+    published = Warehouse(Path(warehouse_dir))
+    months = month_range(first_month, last_month)
+    on_record = set(snapshots.published_months(published, loaded.name))
+    compared = [m for m in months if m in on_record]
+    if not compared:
+        raise TiersError(f"{loaded.name} has no published snapshot from {first} to {last} in {published.snapshots}; "
+                         f"there is nothing to compare {rules_file} against")
+
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    scratch = Warehouse(published.root / "scratch" / f"whatif-{stamp}")
+    scratch_dir = str(scratch.root)
+    # Planned while the scratch folder does not exist yet: a missing landing file leaves nothing behind.
+    plan = plan_run(Path(input_dir), scratch, [loaded], first_month, last_month, programs_named=True)
+    seeded_from = start_scratch(scratch_dir, warehouse_dir, rules_file, loaded.name, str(first_month))
+    # Only the changed program shapes the scratch transaction sums.
+    trial = str(scratch.root / SCRATCH_RULES)
+    ingested = tasks.ingest_reference(input_dir, scratch_dir, trial)
+    for dataset, month, needed_by in plan.ingest:
+        ingested.append(tasks.ingest_month(input_dir, scratch_dir, dataset, str(month), needed_by, trial))
+    if sum(result.rows_quarantined for result in ingested) > max_bad_rows:
+        raise BadRowsError(bad_rows_message(ingested, max_bad_rows, scratch.quarantine))
+    for month in months:
+        tasks.evaluate(scratch_dir, loaded.name, str(month), trial)
+    moved = compare_months(scratch_dir, warehouse_dir, loaded.name, [str(m) for m in compared])
+    return {
+        "program": loaded.name,
+        "rules_file": str(rules_file),
+        "rules_version": loaded.version,
+        "first": str(first_month),
+        "last": str(last_month),
+        "scratch": scratch_dir,
+        "seeded_from": seeded_from,
+        "initial": seeded_from is None,  # first_month started from nothing, not from published tiers
+        "months_unpublished": [str(m) for m in months if m not in on_record],
+        **moved,
+    }
+
+
+def summary_table(result: dict) -> Table:
+    """Moves per month and tier change; the caption says what was compared and where the movers are."""
+    table = Table(title=f"What if {result['program']} used {result['rules_file']} "
+                        f"({result['first']}..{result['last']})", title_justify="left", caption_justify="left")
+    for column in ("month", "published tier", "what-if tier", "customers"):
+        table.add_column(column, justify="right" if column == "customers" else "left")
+    for row in result["counts"]:
+        table.add_row(row["month"], _tier(row["from_tier"], row["from_tier_name"]),
+                      _tier(row["to_tier"], row["to_tier_name"]), str(row["customers"]))
+    moves, compared = result["movers"], result["customers_compared"]
+    notes = [f"{moves} {'move' if moves == 1 else 'moves'} among {compared} customers compared"
+             if moves else f"nobody would move ({compared} customers compared)"]
+    if result["initial"]:
+        notes.append(f"{result['first']} is an initial evaluation: no published snapshot of the month before")
+    if result["months_unpublished"]:
+        notes.append("not compared, nothing published: " + ", ".join(result["months_unpublished"]))
+    notes.append(f"who and why: {result['movers_csv']}")
+    table.caption = "\n".join(notes)
+    # As wide as the longest note where the terminal allows, so the movers path is not folded.
+    table.min_width = max(len(note) for note in notes)
+    return table
+
+
+def _tier(tier: int | None, name: str | None) -> str:
+    return "-" if tier is None else f"{tier} {name}"
