@@ -193,6 +193,21 @@ def explain(
 
 @app.command()
 @_plain_errors
+def report(
+    month: Annotated[str, typer.Option("--month", help="The month-end, YYYY-MM.")],
+    program: Annotated[Optional[str], typer.Option("--program", help="Program; default: every published one.")] = None,
+    warehouse: WarehouseDir = DEFAULT_WAREHOUSE,
+):
+    """A self-contained HTML report (charts, no server, no network) under <warehouse>/reports/."""
+    from tiers.html_report import build_report
+    from tiers.months import Month
+
+    for path in build_report(warehouse, Month.parse(month), program):
+        out.print(f"report: {path}", markup=False, highlight=False)
+
+
+@app.command()
+@_plain_errors
 def whatif(
     rules: Annotated[Path, typer.Option("--rules", help="The changed rule file to try.")],
     input_dir: InputDir,
