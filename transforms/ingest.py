@@ -12,9 +12,11 @@ import hashlib
 import json
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Iterator
 
 import duckdb
 import pyarrow as pa
@@ -198,6 +200,17 @@ class Ingestor:
         os.replace(staged, target)
 
     # -- ingestion -------------------------------------------------------------------------------
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """A source's rows and its bookkeeping change together or not at all."""
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            yield
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        self.con.execute("COMMIT")
+
     def _validate(self, source: landing.Source) -> str:
         landing.stage(self.con, source, f"staged_{source.dataset}")
         validated = f"validated_{source.dataset}"
@@ -242,12 +255,16 @@ class Ingestor:
         table, select_good = _REFERENCE_TABLES[dataset]
         if source is None:  # an optional file that is absent: nobody holds a product, say
             if self._stored(dataset, None) != ("absent", ""):
-                self.con.execute(f"DELETE FROM {table}")
-                self.con.execute("DELETE FROM ingested WHERE dataset = $dataset AND month IS NULL", {"dataset": dataset})
-                self.con.execute(
-                    "INSERT INTO ingested VALUES ($dataset, NULL, 'absent', '', 0, 0, 0, now()::TIMESTAMP, 0)",
-                    {"dataset": dataset},
-                )
+                with self._transaction():
+                    self.con.execute(f"DELETE FROM {table}")
+                    for bookkeeping in ("ingested", "ingested_files"):
+                        self.con.execute(f"DELETE FROM {bookkeeping} WHERE dataset = $dataset AND month IS NULL",
+                                         {"dataset": dataset})
+                    self.con.execute(
+                        "INSERT INTO ingested VALUES ($dataset, NULL, 'absent', '', 0, 0, 0, now()::TIMESTAMP, 0)",
+                        {"dataset": dataset},
+                    )
+                self.quarantine_path(dataset, None).unlink(missing_ok=True)
             return IngestResult(dataset, None, read_now=False)
         fingerprint = self._fingerprint(source)
         stored = self._stored(dataset, None)
@@ -257,15 +274,10 @@ class Ingestor:
         validated = self._validate(source)
         files = self._file_counts(source, validated)
         self._write_quarantine(dataset, None, validated)
-        self.con.execute("BEGIN TRANSACTION")
-        try:
+        with self._transaction():
             self.con.execute(f"DELETE FROM {table}")
             self.con.execute(f"INSERT INTO {table} {select_good}")
             self._record(source, fingerprint, files, time.perf_counter() - started)
-            self.con.execute("COMMIT")
-        except BaseException:
-            self.con.execute("ROLLBACK")
-            raise
         return IngestResult(dataset, None, read_now=True, files=files)
 
     def ingest_all_reference(self) -> list[IngestResult]:
@@ -303,8 +315,7 @@ class Ingestor:
         files = self._file_counts(source, validated)
         self._write_quarantine(dataset, month, validated)
         table, sql_name = _MONTH_TABLES[dataset]
-        self.con.execute("BEGIN TRANSACTION")
-        try:
+        with self._transaction():
             self.con.execute(f"DELETE FROM {table} WHERE month = $month", {"month": month.first_day})
             runner.run(self.con, sql_name, month_start=month.first_day, month_end=month.last_day)
             key = {"dataset": dataset, "month": month.first_day}
@@ -315,8 +326,4 @@ class Ingestor:
                 key,
             )
             self._record(source, fingerprint, files, time.perf_counter() - started)
-            self.con.execute("COMMIT")
-        except BaseException:
-            self.con.execute("ROLLBACK")
-            raise
         return IngestResult(dataset, str(month), read_now=True, files=files)
