@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The stamp is rebuilt whenever the pins or the project metadata change.
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast bench-backfill lock clean
+.PHONY: setup demo test test-fast bench bench-backfill lock clean
 
 setup: $(STAMP)
 
@@ -38,3 +38,8 @@ clean:
 # Times a cold `tiers backfill` of 100,000 synthetic customers over 12 month-ends (minutes; not in `make test`).
 bench-backfill: setup
 	$(BIN)/python bench/backfill_bench.py --customers 100000
+
+# The month-end benchmark: a cold first month and a warm month-end (CUSTOMERS=1000000 by default).
+CUSTOMERS ?= 1000000
+bench: setup
+	$(BIN)/python bench/month_end_bench.py --customers $(CUSTOMERS)

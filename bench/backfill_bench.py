@@ -4,7 +4,7 @@
 
 Generates the landing folder with data/generator.py (6 months of history before the first month-end),
 times a cold backfill into an empty warehouse as a subprocess (wall time and the child's peak resident
-memory), and appends a line to bench/results.md.
+memory), and appends a line to bench/results-backfill.md.
 """
 
 from __future__ import annotations
@@ -12,9 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import resource
 import shutil
-import subprocess
 import sys
 import time
 from datetime import date
@@ -23,6 +21,7 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
+from bench.timing import run_tiers  # noqa: E402
 from data.generator import generate_landing  # noqa: E402
 
 
@@ -41,20 +40,15 @@ def main() -> None:
         print(f"generated {landing} in {time.perf_counter() - started:.0f} s")
     shutil.rmtree(warehouse, ignore_errors=True)
 
-    tiers = Path(sys.executable).with_name("tiers")
-    command = [str(tiers), "backfill", "--input", str(landing), "--from", "2025-01", "--to", "2025-12",
-               "--program", "icbc_star", "--warehouse", str(warehouse)]
-    started = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-    seconds = time.perf_counter() - started
-    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    seconds, peak_mb = run_tiers("backfill", "--input", str(landing), "--from", "2025-01", "--to", "2025-12",
+                                 "--program", "icbc_star", "--warehouse", str(warehouse))
 
     line = (
         f"| {date.today()} | backfill 2025-01..2025-12, icbc_star | {args.customers:,} | {args.format} "
         f"| {seconds:.0f} s | {peak_mb:,.0f} MB | {platform.machine()}, {len(os.sched_getaffinity(0))} cores |"
     )
     print(line)
-    results = PROJECT / "bench" / "results.md"
+    results = PROJECT / "bench" / "results-backfill.md"
     if not results.exists():
         results.write_text(
             "| date | run | customers | input | wall time | peak RSS | machine |\n|---|---|---|---|---|---|---|\n"
