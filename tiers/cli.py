@@ -37,11 +37,21 @@ MaxBadRows = Annotated[int, typer.Option("--max-bad-rows", min=0, help="Bad rows
 Wait = Annotated[float, typer.Option("--wait", min=0, help="Seconds to wait for another run holding the warehouse.")]
 
 
+_QUIET_LOGGING = {"PREFECT_LOGGING_LEVEL": "CRITICAL", "PREFECT_LOGGING_ROOT_LEVEL": "CRITICAL",
+                  "PREFECT_SERVER_LOGGING_LEVEL": "CRITICAL"}
+_DEBUG_LOGGING = {"PREFECT_LOGGING_LEVEL": "INFO", "PREFECT_LOGGING_ROOT_LEVEL": "WARNING",
+                  "PREFECT_SERVER_LOGGING_LEVEL": "WARNING"}
+
+
 @app.callback()
 def main(debug: Annotated[bool, typer.Option("--debug", help="Show Prefect's logs and full tracebacks.")] = False):
     _state["debug"] = debug
-    # Before Prefect is imported (commands import flows lazily): quiet unless debugging.
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if debug else "CRITICAL")
+    # Before Prefect is imported (commands import flows lazily): quiet unless debugging. Besides its
+    # own loggers, Prefect prints its services' warnings through the root logger and its temporary
+    # server's through uvicorn's; on the command line the one plain error line is the output.
+    levels = _DEBUG_LOGGING if debug else _QUIET_LOGGING
+    for setting, level in levels.items():
+        os.environ.setdefault(setting, level)
 
 
 def _plain_errors(command: Callable) -> Callable:

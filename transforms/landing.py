@@ -115,12 +115,14 @@ def _reader(path: Path) -> str:
 
 
 def _csv_header(path: Path) -> list[str]:
-    # utf-8-sig: a byte-order mark (as spreadsheet programs write) is not part of the first column's name.
+    # Only the header's bytes are decoded here (a text-mode readline would decode a whole buffer and
+    # blame the header for a bad byte further down); utf-8-sig drops a spreadsheet's byte-order mark.
+    with path.open("rb") as handle:
+        raw = handle.readline()
     try:
-        with path.open("r", encoding="utf-8-sig", newline="") as handle:
-            first = handle.readline()
+        first = raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        raise InputError(f"{path}: not UTF-8 text (byte {error.start} of the header line)") from None
+        raise InputError(f"{path}: the header line is not UTF-8 text (byte {error.start + 1} of line 1)") from None
     if not first.strip():
         raise InputError(f"{path}: empty file without a header row (an empty month is a file with a header only)")
     return next(csv.reader([first]))
@@ -189,6 +191,18 @@ def _first_line(error: Exception) -> str:
     return str(error).strip().splitlines()[0]
 
 
+def _reader_problem(error: Exception) -> str:
+    """DuckDB's CSV errors say where on their first line and why a few lines below (after the
+    offending line's text); keep those two, not the reader settings that follow."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    rest = lines[1:]
+    if rest and rest[0].startswith("Original Line"):
+        # The offending text follows the label, on the same line or (when it is not printable) the next.
+        rest = rest[2:] if rest[0].rstrip(":") == "Original Line" else rest[1:]
+    why = rest[0] if rest and not rest[0].startswith(("Possible", "*")) and "=" not in rest[0] else ""
+    return f"{lines[0]}: {why}" if why else lines[0]
+
+
 def stage(con: duckdb.DuckDBPyConnection, source: Source, table: str) -> None:
     """(Re)create ``table`` with source_file, source_row and the dataset's contract columns as VARCHAR."""
     required, optional = COLUMNS[source.dataset]
@@ -245,5 +259,5 @@ def stage(con: duckdb.DuckDBPyConnection, source: Source, table: str) -> None:
                 {**params, "file": str(path)},
             )
         except duckdb.Error as error:
-            raise InputError(f"{path}: cannot be read as {path.suffix[1:].upper()} ({_first_line(error)})") from None
+            raise InputError(f"{path}: cannot be read as {path.suffix[1:].upper()} ({_reader_problem(error)})") from None
 
