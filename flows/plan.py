@@ -29,12 +29,13 @@ def months_for(warehouse: Warehouse, program: str, first: Month, last: Month) ->
 
 
 def _needs(loaded: LoadedProgram, months: list[Month]) -> list[tuple[str, Month, str]]:
-    needs = []
+    """Each dataset-month the evaluations' windows read, once, with the first evaluation that needs it."""
+    needs: dict[tuple[str, Month], str] = {}
     for dataset, length in loaded.rules.history_months.items():
         for month in months:
             for needed in window(month, length):
-                needs.append((dataset, needed, f"the {loaded.name} evaluation of {month}"))
-    return needs
+                needs.setdefault((dataset, needed), f"the {loaded.name} evaluation of {month}")
+    return [(dataset, month, needed_by) for (dataset, month), needed_by in needs.items()]
 
 
 def plan_run(input_dir: Path, warehouse: Warehouse, programs: list[LoadedProgram], first: Month, last: Month,

@@ -52,3 +52,14 @@ def test_golden_scenario(name, tiers_cli, tmp_path):
         assert len(actual) == len(expected), f"{name}: {len(actual)} rows published, {len(expected)} expected"
         for want, got in zip(expected, actual):
             assert got == want, f"{name} {want['as_of']} {want['customer_id']}"
+
+
+SHARED_GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden"
+
+
+@pytest.mark.skipif(not SHARED_GOLDEN.is_dir(), reason="../shared/golden is not beside this clone; the copy in tests/golden stands alone")
+def test_the_copy_matches_the_shared_scenarios():
+    """tests/golden is a copy of the specification's scenarios: it must not drift from them."""
+    shared = {p.relative_to(SHARED_GOLDEN): p.read_bytes() for p in SHARED_GOLDEN.rglob("*") if p.is_file()}
+    copied = {p.relative_to(GOLDEN): p.read_bytes() for p in GOLDEN.rglob("*") if p.is_file()}
+    assert copied == shared

@@ -17,8 +17,8 @@ import duckdb
 from rules.compile import month_scales, rule_tables
 from rules.loader import LoadedProgram, Vocabularies
 from tiers import snapshots
-from tiers.errors import StateError
 from tiers.checksums import sha256_file
+from tiers.errors import StateError
 from tiers.months import Month, window
 from tiers.version import code_version
 from tiers.warehouse import Warehouse
