@@ -10,6 +10,7 @@ from flows import tasks
 from flows.plan import plan_run
 from flows.schedule import scheduled_month
 from rules import load_programs
+from tiers import snapshots
 from tiers.errors import BadRowsError, TiersError
 from tiers.months import Month
 from tiers.progress import current
@@ -27,6 +28,7 @@ def _run(input_dir: str, first: str, last: str, warehouse_dir: str, programs: li
     if last_month < first_month:
         raise TiersError(f"--to {last} is before --from {first}")
     with warehouse.writer_lock(wait_seconds):
+        snapshots.clear_staging(warehouse)
         loaded = load_programs(programs)
         plan = plan_run(input_path, warehouse, loaded, first_month, last_month, programs_named=bool(programs))
         if not plan.evaluations:

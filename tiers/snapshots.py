@@ -46,6 +46,14 @@ def published_months(warehouse: Warehouse, program: str) -> list[Month]:
     return sorted(months)
 
 
+def clear_staging(warehouse: Warehouse) -> None:
+    """Remove snapshot and manifest files staged by a run that was killed before its rename. Call it
+    holding the writer lock: only a writing run stages these (reports stage their own, under report-*)."""
+    for pattern in ("snapshot-*.parquet", "manifest-*.json"):
+        for orphan in warehouse.staging.glob(pattern):
+            orphan.unlink(missing_ok=True)
+
+
 def staging_file(warehouse: Warehouse) -> Path:
     warehouse.staging.mkdir(parents=True, exist_ok=True)
     return warehouse.staging / f"snapshot-{uuid.uuid4().hex}.parquet"

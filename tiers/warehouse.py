@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,12 +12,13 @@ from typing import Iterator
 import duckdb
 from filelock import FileLock, Timeout
 
-from tiers.errors import WarehouseBusyError
+from tiers.errors import TiersError, WarehouseBusyError
 from transforms import runner
 
 DEFAULT_WAREHOUSE = Path("data/warehouse")
 # DuckDB spills to disk past this; the month-end run shares its machine with other jobs.
 DEFAULT_MEMORY_LIMIT = os.environ.get("TIERS_DUCKDB_MEMORY_LIMIT", "4GB")
+_MEMORY = re.compile(r"^[0-9]+(\.[0-9]+)?\s*[KMGT]i?B$")
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,9 @@ class Warehouse:
         """A connection with the warehouse schema in place."""
         self.prepare()
         con = duckdb.connect(str(self.database), read_only=read_only)
-        con.execute(f"SET memory_limit = '{DEFAULT_MEMORY_LIMIT}'")
+        if not _MEMORY.match(DEFAULT_MEMORY_LIMIT):
+            raise TiersError(f"TIERS_DUCKDB_MEMORY_LIMIT={DEFAULT_MEMORY_LIMIT!r}: expected a size such as 4GB or 512MB")
+        con.execute(f"SET memory_limit = '{DEFAULT_MEMORY_LIMIT}'")  # SET takes no parameters; checked above
         con.execute("SET temp_directory = $dir", {"dir": str(self.staging / "duckdb_spill")})
         if not read_only:
             runner.run(con, "warehouse_schema")
