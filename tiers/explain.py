@@ -416,9 +416,7 @@ def explain_customer(warehouse: Path, customer_id: str, month: Month, program: s
             raise TiersError(f"{program} has no snapshot for {month} in {store.root} (published months: {published})")
         programs = [program]
     else:
-        folders = sorted(store.snapshots.glob("program=*")) if store.snapshots.is_dir() else []
-        programs = [f.name.removeprefix("program=") for f in folders
-                    if snapshots.snapshot_path(store, f.name.removeprefix("program="), month).is_file()]
+        programs = snapshots.published_programs(store, month)
         if not programs:
             raise TiersError(f"no snapshot of any program for {month} in {store.root}")
     return [_explain(store, name, month, customer_id) for name in programs]

@@ -20,7 +20,7 @@ from plotly.offline import get_plotlyjs
 
 from tiers.errors import TiersError
 from tiers.months import Month
-from tiers.snapshots import publish, published_months, snapshot_path
+from tiers.snapshots import publish, published_months, published_programs, snapshot_path
 from tiers.warehouse import Warehouse
 
 # The contract's reasons, in the order a customer meets them; all are shown, so a 0 reads as "none".
@@ -41,9 +41,9 @@ def report_path(warehouse: Path, program: str, month: Month) -> Path:
 def build_report(warehouse: Path, month: Month, program: str | None = None) -> list[Path]:
     """Write the report of ``month`` for ``program`` (default: every program published for that month)."""
     store = Warehouse(Path(warehouse))
-    programs = [program] if program else [p for p in _programs(store) if month in published_months(store, p)]
+    programs = [program] if program else published_programs(store, month)
     if not programs:
-        published = "; ".join(f"{p} {_spans(published_months(store, p))}" for p in _programs(store))
+        published = "; ".join(f"{p} {_spans(published_months(store, p))}" for p in published_programs(store))
         raise TiersError(f"no program has a snapshot for {month} in {store.snapshots}"
                          + (f" (published: {published})" if published else ": nothing is published there"))
     paths = []
@@ -58,7 +58,7 @@ def report_data(store: Warehouse, program: str, month: Month) -> dict:
     months = published_months(store, program)
     if month not in months:
         if not months:
-            others = ", ".join(_programs(store)) or "none"
+            others = ", ".join(published_programs(store)) or "none"
             raise TiersError(f"{program}: nothing is published in {store.snapshots} (programs: {others})")
         raise TiersError(f"{program}: no snapshot for {month} in {store.snapshots} (published: {_spans(months)})")
     # Last month's snapshot is the state the engine moved from (its previous_tier), so only that month counts.
@@ -245,12 +245,6 @@ def _table(columns: list[str], rows: list[list], caption: str = "") -> dict:
 def _text(value: object) -> str:
     """JSON for what json cannot spell: dates as ISO text, decimals exactly as stored (never a float)."""
     return value.isoformat() if isinstance(value, date) else str(value)
-
-
-def _programs(store: Warehouse) -> list[str]:
-    if not store.snapshots.is_dir():
-        return []
-    return sorted(p.name.removeprefix("program=") for p in store.snapshots.glob("program=*") if p.is_dir())
 
 
 def _spans(months: list[Month]) -> str:

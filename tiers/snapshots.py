@@ -54,6 +54,15 @@ def clear_staging(warehouse: Warehouse) -> None:
             orphan.unlink(missing_ok=True)
 
 
+def published_programs(warehouse: Warehouse, month: Month | None = None) -> list[str]:
+    """Programs with a published snapshot (of ``month``, when given), by name."""
+    if not warehouse.snapshots.is_dir():
+        return []
+    names = sorted(p.name.removeprefix("program=") for p in warehouse.snapshots.glob("program=*") if p.is_dir())
+    return [name for name in names
+            if (months := published_months(warehouse, name)) and (month is None or month in months)]
+
+
 def staging_file(warehouse: Warehouse) -> Path:
     warehouse.staging.mkdir(parents=True, exist_ok=True)
     return warehouse.staging / f"snapshot-{uuid.uuid4().hex}.parquet"

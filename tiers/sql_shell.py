@@ -16,14 +16,14 @@ from pathlib import Path
 import duckdb
 
 from tiers.errors import TiersError
+from tiers.snapshots import published_programs
 from tiers.warehouse import Warehouse
 from transforms.runner import literal
 
 
 def view_statements(warehouse_dir: Path) -> list[str]:
     warehouse = Warehouse(Path(warehouse_dir))
-    programs = sorted(p.name.removeprefix("program=") for p in warehouse.snapshots.glob("program=*")
-                      if any(p.glob("as_of=*/data.parquet")))
+    programs = published_programs(warehouse)
     if not programs:
         raise TiersError(f"{warehouse.snapshots}: no published snapshots to query")
     # union_by_name: programs add different explanatory columns (pts_*, fig_*).
