@@ -30,8 +30,11 @@ from transforms.quarantine import bad_rows_message
 
 SCRATCH_RULES = "rules.yaml"
 
+
 def compare(scratch: Warehouse, published: Warehouse, program: str, months: list[Month]) -> dict:
-    """Write ``movers.parquet`` and ``movers.csv`` into the scratch folder; return counts per move."""
+    """Write ``movers.parquet`` and ``movers.csv`` into the scratch folder; return counts per move.
+
+    A mover is a customer-month whose what-if tier differs from the published one (sql/whatif_movers.sql)."""
     files = {
         "published": [str(snapshots.snapshot_path(published, program, m)) for m in months],
         "whatif": [str(snapshots.snapshot_path(scratch, program, m)) for m in months],
