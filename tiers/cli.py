@@ -159,10 +159,11 @@ def demo(
     [loaded] = load_programs([program])
     last_month = Month.parse(last)
     first_month = last_month.plus(-(months - 1))
+    # The first month-end's window reaches back this far, so the landing data starts there.
     history = max(loaded.rules.history_months.values())
-    out.print(f"Generating {customers:,} customers from {first_month.plus(-(history - 1))} to {last_month} in {landing_dir} ...")
-    generate_landing(landing_dir, customers=customers, first_month=str(first_month.plus(-(history - 1))),
-                     months=months + history - 1)
+    first_data = first_month.plus(-(history - 1))
+    out.print(f"Generating {customers:,} customers from {first_data} to {last_month} in {landing_dir} ...")
+    generate_landing(landing_dir, customers=customers, first_month=str(first_data), months=months + history - 1)
     out.print(f"Backfilling {program} from {first_month} to {last_month} into {warehouse} ...")
     with progress.reporting(out):
         result = backfill_flow(str(landing_dir), str(first_month), str(last_month), str(warehouse), [program])
