@@ -23,7 +23,7 @@ from tiers.months import Month, window
 from tiers.warehouse import Warehouse
 from transforms import landing, runner
 from transforms.evaluate import evaluate
-from transforms.ingest import Ingestor, vocabulary_params
+from transforms.ingest import Ingestor, validate_month, vocabulary_params
 
 VOCAB = load_vocabularies()
 ICBC = load_program(RULES_DIR / "icbc_star.yaml", VOCAB)
@@ -108,11 +108,14 @@ class Bench:
             )
 
     def validate(self, dataset: str, month: str) -> None:
+        """Validate staged_<dataset> as ingestion does: a month over the view of its landed rows."""
         m = Month.parse(month)
-        runner.create_table_as(
-            self.con, f"validated_{dataset}", f"validated_{dataset}",
-            **vocabulary_params(VOCAB), month_start=m.first_day, month_end=m.last_day,
-        )
+        if dataset in landing.MONTHLY:
+            runner.run(self.con, "cell_types")
+            self.con.execute(f"CREATE OR REPLACE TEMP VIEW landed_{dataset} AS {landing.landed_from_staged(dataset)}")
+            validate_month(self.con, dataset, m, VOCAB)
+        else:
+            runner.create_table_as(self.con, f"validated_{dataset}", f"validated_{dataset}", **vocabulary_params(VOCAB))
 
     def ingest(self, dataset: str, month: str, rows: list[dict]) -> None:
         """Stage, validate and store one month as ingestion does (balance_month or txn_figure_month)."""
@@ -600,12 +603,96 @@ def test_empty_optional_cells_mean_not_given(bench, tmp_path, suffix):
         {"txn_id": "t1", "account_id": "a1", "customer_id": "c1", "txn_date": "2025-06-30", "txn_type": "card_pos",
          "amount": "100.00", "currency": "", "merchant_category": "", "fee_factor": ""},
     ])
-    landing.stage(bench.con, landing.Source("balances", june, (balances,)), "staged_balances")
-    bench.validate("balances", "2025-06")
-    landing.stage(bench.con, landing.Source("transactions", june, (transactions,)), "staged_transactions")
-    bench.validate("transactions", "2025-06")
+    landing.land(bench.con, landing.Source("balances", june, (balances,)))
+    validate_month(bench.con, "balances", june, VOCAB)
+    landing.land(bench.con, landing.Source("transactions", june, (transactions,)))
+    validate_month(bench.con, "transactions", june, VOCAB)
 
     assert bench.query("SELECT reason, risk, balance_cny FROM validated_balances") == [
         (None, "normal", D("500000.00"))]
     assert bench.query("SELECT reason, fee, amount_cny FROM validated_transactions") == [
         (None, D("1"), D("100.00"))]
+
+
+# ---------------------------------------------------------------------------------------------
+# Typed Parquet columns read as their text would
+# ---------------------------------------------------------------------------------------------
+def _validated(bench, path: Path, dataset: str, columns: str) -> list[tuple]:
+    june = Month(2025, 6)
+    landing.land(bench.con, landing.Source(dataset, june, (path,)))
+    validate_month(bench.con, dataset, june, VOCAB)
+    return bench.query(f"SELECT source_row, {columns} FROM validated_{dataset} ORDER BY source_row")
+
+
+BIG = D("9999999999999999.99")  # the largest amount DECIMAL(18, 2) holds
+
+
+def _as_text(columns: dict) -> list[dict]:
+    """The rows of typed columns as a CSV exporter writes them: str() of each value, '' for none."""
+    lists = [c.to_pylist() if hasattr(c, "to_pylist") else c for c in columns.values()]
+    return [{name: ("" if v is None else str(v)) for name, v in zip(columns, row)} for row in zip(*lists)]
+
+
+@pytest.mark.parametrize("balance_type", [pa.decimal128(18, 2), pa.decimal128(38, 2), pa.int64(), pa.decimal128(19, 3)])
+def test_typed_balance_columns_read_as_their_text(bench, tmp_path, balance_type):
+    """A Parquet DATE or DECIMAL column skips the text patterns; every row must get the reason and
+    value its text form gets in a CSV (a DECIMAL with 3 decimals goes through the text pattern)."""
+    bench.customers("c1")
+    bench.fx("USD", "2025-06-01", "7.10000000")
+    days = [date(2025, 6, 1), date(2025, 6, 30), date(2025, 7, 1), date(2025, 5, 31), None, date(2025, 6, 30)]
+    amounts = [D("12.50"), D("0"), D("-0.01"), BIG, None, D("1.25")]
+    accounts = ["a0", "a1", "a2", "a3", "a4", "a1"]  # the last row repeats a1's key
+    currencies = [None] * 6
+    if balance_type == pa.decimal128(38, 2):
+        # One beyond DECIMAL(18, 2); one that fits but overflows once converted from USD.
+        amounts, days = amounts + [BIG + D("0.01"), BIG], days + [date(2025, 6, 2), date(2025, 6, 3)]
+        accounts, currencies = accounts + ["a6", "a7"], currencies + [None, "USD"]
+    if pa.types.is_integer(balance_type):
+        amounts = [a if a is None else int(a) for a in amounts]
+        amounts[2] = -1  # still below zero
+    typed = {
+        "account_id": accounts,
+        "customer_id": ["c1"] * len(amounts),
+        "product_code": ["time_deposit"] * len(amounts),
+        "balance_date": pa.array(days, pa.date32()),
+        "balance": pa.array(amounts, balance_type),
+        "currency": currencies,
+    }
+    parquet = tmp_path / "typed.parquet"
+    pq.write_table(pa.table(typed), parquet)
+    csv_path = write_landing_file(tmp_path / "text.csv", _as_text(typed))
+
+    columns = "problem_column, reason, day, balance_cny"
+    from_parquet = _validated(bench, parquet, "balances", columns)
+    # Parquet rows count from 1, CSV lines from 2 (after the header).
+    assert from_parquet == [(row - 1, *rest) for row, *rest in _validated(bench, csv_path, "balances", columns)]
+    reasons = [r[2] for r in from_parquet]
+    if balance_type == pa.decimal128(19, 3):  # 12.500: three decimals are unparseable, as in text
+        assert reasons == ["unparseable"] * 4 + ["missing_value", "unparseable"]
+    else:
+        assert reasons[:6] == [None, "duplicate_key", "out_of_range", "outside_month", "missing_value", "duplicate_key"]
+    assert reasons[6:] == (["unparseable", "out_of_range"] if balance_type == pa.decimal128(38, 2) else [])
+
+
+def test_typed_transaction_columns_read_as_their_text(bench, tmp_path):
+    bench.customers("c1")
+    fees = [D("0.50"), D("1.00"), D("1.50"), None, D("0.25")]
+    amounts = [D("10.00"), D("0.01"), D("5.00"), D("7.00"), D("-1.00")]
+    typed = {
+        "txn_id": [f"t{i}" for i in range(len(fees))],
+        "account_id": ["a1"] * len(fees),
+        "customer_id": ["c1"] * len(fees),
+        "txn_date": pa.array([date(2025, 6, 10)] * len(fees), pa.date32()),
+        "txn_type": ["card_pos"] * len(fees),
+        "amount": pa.array(amounts, pa.decimal128(18, 2)),
+        "fee_factor": pa.array(fees, pa.decimal128(3, 2)),
+    }
+    parquet = tmp_path / "typed.parquet"
+    pq.write_table(pa.table(typed), parquet)
+    csv_path = write_landing_file(tmp_path / "text.csv", _as_text(typed))
+    columns = "problem_column, reason, fee, amount_cny"
+    from_parquet = _validated(bench, parquet, "transactions", columns)
+    assert from_parquet == [(row - 1, *rest) for row, *rest in _validated(bench, csv_path, "transactions", columns)]
+    assert [(r[2], r[3], r[4]) for r in from_parquet] == [
+        (None, D("0.5"), D("10.00")), (None, D("1"), D("0.01")), ("out_of_range", D("1.5"), D("5.00")),
+        (None, D("1"), D("7.00")), ("out_of_range", D("0.25"), D("-1.00"))]

@@ -23,6 +23,7 @@ import pyarrow as pa
 
 from rules.compile import rule_tables
 from rules.loader import VOCABULARIES_FILE, LoadedProgram, Vocabularies
+from tiers.errors import InputError
 from tiers.months import Month
 from transforms import landing, runner
 
@@ -68,6 +69,35 @@ class IngestResult:
 
 def _digest(*parts: str) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def validate_month(con: duckdb.DuckDBPyConnection, dataset: str, month: Month, vocab: Vocabularies) -> str:
+    """Define ``validated_<dataset>`` over the view ``landed_<dataset>`` and return its name.
+
+    First the checks a row makes by itself (the view ``checked_<dataset>``), then small tables
+    computed once: the rows whose key another row shares, the foreign-currency rows' rates, and the
+    customers the rows name (with whether each is known).
+    """
+    params = {**vocabulary_params(vocab), "month_start": month.first_day, "month_end": month.last_day}
+    row = dataset.removesuffix("s")
+    runner.create_view(con, f"checked_{dataset}", f"checked_{dataset}", **params)
+    for table in (f"{row}_duplicates", f"foreign_{dataset}", f"{row}_customers"):
+        runner.create_table_as(con, table, table, **params)
+    runner.create_view(con, f"validated_{dataset}", f"validated_{dataset}", **params)
+    return f"validated_{dataset}"
+
+
+def month_may_have_bad_rows(con: duckdb.DuckDBPyConnection, dataset: str) -> bool:
+    """Whether any row of the month validated by ``validate_month`` can have a problem, from its small
+    tables: a row failed a check of its own, names an unknown customer, shares its key, or cannot be
+    converted. Each problem in validated_<dataset> comes from exactly one of these."""
+    row = dataset.removesuffix("s")
+    [(problems,)] = con.execute(
+        f"SELECT (SELECT count(*) FROM {row}_customers WHERE rows_failed > 0 OR (rows_passed > 0 AND NOT known))"
+        f" + (SELECT count(*) FROM {row}_duplicates)"
+        f" + (SELECT count(*) FROM foreign_{dataset} WHERE fx_problem IS NOT NULL)"
+    ).fetchall()
+    return problems > 0
 
 
 def vocabulary_params(vocab: Vocabularies) -> dict:
@@ -212,23 +242,31 @@ class Ingestor:
         self.con.execute("COMMIT")
 
     def _validate(self, source: landing.Source) -> str:
+        """A reference file: staged as text, validated into a table (small files)."""
         landing.stage(self.con, source, f"staged_{source.dataset}")
         validated = f"validated_{source.dataset}"
-        params = vocabulary_params(self.vocab)
-        if source.month is not None:
-            params.update(month_start=source.month.first_day, month_end=source.month.last_day)
-        runner.create_table_as(self.con, validated, validated, **params)
+        runner.create_table_as(self.con, validated, validated, **vocabulary_params(self.vocab))
         return validated
 
-    def _file_counts(self, source: landing.Source, validated: str) -> list[FileCount]:
-        counts = {
-            path: FileCount(path, read, used, bad)
-            for path, read, used, bad in self.con.execute(
-                f"SELECT source_file, count(*), count(*) FILTER (WHERE reason IS NULL), "
-                f"count(*) FILTER (WHERE reason IS NOT NULL) FROM {validated} GROUP BY source_file"
-            ).fetchall()
-        }
-        return [counts.get(str(p), FileCount(str(p), 0, 0, 0)) for p in source.files]
+    def _validate_month(self, source: landing.Source) -> str:
+        """A month: validated as a view over its files; only its bad rows are stored (``rejected``).
+        Looking for them costs a scan of every row, which the small tables let a clean month skip."""
+        landing.land(self.con, source)
+        validated = validate_month(self.con, source.dataset, source.month, self.vocab)
+        clean = not month_may_have_bad_rows(self.con, source.dataset)
+        self.con.execute(f"CREATE OR REPLACE TEMP TABLE rejected AS SELECT * FROM {validated} "
+                         + ("LIMIT 0" if clean else "WHERE reason IS NOT NULL"))
+        return validated
+
+    def _file_counts(self, source: landing.Source, rows: str, bad: str) -> list[FileCount]:
+        """Rows read per file (from ``rows``) and rows quarantined (``bad``); the rest were used."""
+        read = dict(self.con.execute(f"SELECT source_file, count(*) FROM {rows} GROUP BY source_file").fetchall())
+        quarantined = dict(self.con.execute(f"SELECT source_file, count(*) FROM {bad} GROUP BY source_file").fetchall())
+        counts = []
+        for path in map(str, source.files):
+            rows_read, rows_bad = read.get(path, 0), quarantined.get(path, 0)
+            counts.append(FileCount(path, rows_read, rows_read - rows_bad, rows_bad))
+        return counts
 
     def _record(self, source: landing.Source, fingerprint: str, files: list[FileCount], seconds: float) -> None:
         month = source.month.first_day if source.month else None
@@ -272,8 +310,9 @@ class Ingestor:
             return IngestResult(dataset, None, read_now=False, files=self._stored_files(dataset, None))
         started = time.perf_counter()
         validated = self._validate(source)
-        files = self._file_counts(source, validated)
-        self._write_quarantine(dataset, None, validated)
+        self.con.execute(f"CREATE OR REPLACE TEMP TABLE rejected AS SELECT * FROM {validated} WHERE reason IS NOT NULL")
+        files = self._file_counts(source, validated, "rejected")
+        self._write_quarantine(dataset, None, "rejected")
         with self._transaction():
             self.con.execute(f"DELETE FROM {table}")
             self.con.execute(f"INSERT INTO {table} {select_good}")
@@ -311,19 +350,26 @@ class Ingestor:
         if self._month_is_current(source, fingerprint):
             return IngestResult(dataset, str(month), read_now=False, files=self._stored_files(dataset, month))
         started = time.perf_counter()
-        validated = self._validate(source)
-        files = self._file_counts(source, validated)
-        self._write_quarantine(dataset, month, validated)
-        table, sql_name = _MONTH_TABLES[dataset]
-        with self._transaction():
-            self.con.execute(f"DELETE FROM {table} WHERE month = $month", {"month": month.first_day})
-            runner.run(self.con, sql_name, month_start=month.first_day, month_end=month.last_day)
-            key = {"dataset": dataset, "month": month.first_day}
-            self.con.execute("DELETE FROM month_customers WHERE dataset = $dataset AND month = $month", key)
-            self.con.execute(
-                f"INSERT INTO month_customers SELECT DISTINCT $dataset, $month, customer_id, reason IS NULL "
-                f"FROM {validated} WHERE reason IS NULL OR reason = 'unknown_customer'",
-                key,
-            )
-            self._record(source, fingerprint, files, time.perf_counter() - started)
+        try:
+            self._validate_month(source)
+            files = self._file_counts(source, f"landed_{dataset}", "rejected")
+            self._write_quarantine(dataset, month, "rejected")
+            table, sql_name = _MONTH_TABLES[dataset]
+            with self._transaction():
+                self.con.execute(f"DELETE FROM {table} WHERE month = $month", {"month": month.first_day})
+                runner.run(self.con, sql_name, month_start=month.first_day, month_end=month.last_day)
+                key = {"dataset": dataset, "month": month.first_day}
+                self.con.execute("DELETE FROM month_customers WHERE dataset = $dataset AND month = $month", key)
+                # Whether each customer the month names is known decides their rows' fate, so a change
+                # in that re-reads the month.
+                self.con.execute(
+                    f"INSERT INTO month_customers SELECT $dataset, $month, customer_id, known "
+                    f"FROM {dataset.removesuffix('s')}_customers WHERE rows_passed > 0",
+                    key,
+                )
+                self._record(source, fingerprint, files, time.perf_counter() - started)
+        except duckdb.Error as error:
+            # Files are read while validating now, not while staging: a page that cannot be decoded
+            # shows here. DuckDB's message names the file.
+            raise InputError(f"{source.label}: cannot be read ({landing.first_line(error)})") from None
         return IngestResult(dataset, str(month), read_now=True, files=files)

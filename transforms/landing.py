@@ -1,13 +1,20 @@
-"""Find the landing folder's files and stage them, as text, in DuckDB.
+"""Find the landing folder's files and make them readable in DuckDB.
 
-Every column is read as VARCHAR so that nothing is sniffed as DOUBLE and a cell like ``abc`` or
-``2025-06-31`` becomes a bad row in validation rather than a crash in the reader. Each staged row
-keeps its source file and its line (CSV, counting the header as line 1) or row number (Parquet, from 1).
+Every CSV column is read as VARCHAR so that nothing is sniffed as DOUBLE and a cell like ``abc`` or
+``2025-06-31`` becomes a bad row in validation rather than a crash in the reader. Each row keeps its
+source file and its line (CSV, counting the header as line 1) or row number (Parquet, from 1).
+
+Reference files are small and are staged into a table (``stage``). A month's balances or
+transactions (tens of millions of rows at a large bank) are not copied: ``land`` defines a view
+over the files, which validation scans a few times. Parquet is read where it lies, and a column
+that is already a DATE or DECIMAL skips the text patterns; CSV is staged once as text, because
+parsing it again for every scan would cost more than keeping it.
 """
 
 from __future__ import annotations
 
 import csv
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +25,7 @@ import pyarrow as pa
 from tiers.checksums import sha256_file
 from tiers.errors import InputError
 from tiers.months import Month
+from transforms import runner
 
 FORMATS = (".csv", ".parquet")
 
@@ -38,6 +46,15 @@ COLUMNS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 MONEY_COLUMNS = {"balance", "amount", "cny_per_unit", "fee_factor"}
 MONTHLY = ("balances", "transactions")
+# The cells of a month's rows that validation needs typed: (column, kind, name of the typed value).
+# Each kind has a text_<kind> macro and, for Parquet columns of a fitting type, a typed_<kind> one
+# (sql/cell_types.sql).
+TYPED_CELLS: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "balances": (("balance_date", "date", "day"), ("balance", "money", "amount")),
+    "transactions": (("txn_date", "date", "day"), ("amount", "money", "txn_amount"), ("fee_factor", "fee", "fee_value")),
+}
+_INTEGER_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT"}
+_MAX_DECIMALS = {"money": 2, "fee": 6}
 
 
 @dataclass(frozen=True)
@@ -132,8 +149,29 @@ def _parquet_columns(con: duckdb.DuckDBPyConnection, path: Path) -> dict[str, st
     try:
         described = con.execute("DESCRIBE SELECT * FROM read_parquet($path)", {"path": str(path)}).fetchall()
     except duckdb.Error as error:
-        raise InputError(f"{path}: not a readable Parquet file ({_first_line(error)})") from None
+        raise InputError(f"{path}: not a readable Parquet file ({first_line(error)})") from None
     return {name: column_type for name, column_type, *_ in described}
+
+
+def _check_required(path: Path, dataset: str, present: set[str]) -> None:
+    required, optional = COLUMNS[dataset]
+    missing = [c for c in required if c not in present]
+    if missing:
+        raise InputError(
+            f"{path}: missing column {', '.join(missing)} (expected columns: {', '.join(required)}"
+            + (f"; optional: {', '.join(optional)})" if optional else ")")
+        )
+
+
+def _checked_parquet_columns(con: duckdb.DuckDBPyConnection, path: Path, dataset: str) -> dict[str, str]:
+    """A Parquet file's column types, once it is known to be readable, complete and free of float money."""
+    types = _parquet_columns(con, path)
+    required, optional = COLUMNS[dataset]
+    for name in sorted(MONEY_COLUMNS & types.keys() & set(required + optional)):
+        if types[name] in ("FLOAT", "DOUBLE", "REAL"):
+            raise InputError(f"{path}: column {name} is {types[name]}; money must be DECIMAL or text, never a float")
+    _check_required(path, dataset, set(types))
+    return types
 
 
 _CHUNK = 1 << 23  # 8 MiB: small enough that the per-chunk index arrays stay small
@@ -187,7 +225,7 @@ def csv_record_lines(path: Path) -> np.ndarray | None:
     return record_lines[1:]
 
 
-def _first_line(error: Exception) -> str:
+def first_line(error: Exception) -> str:
     return str(error).strip().splitlines()[0]
 
 
@@ -201,6 +239,64 @@ def _reader_problem(error: Exception) -> str:
         rest = rest[2:] if rest[0].rstrip(":") == "Original Line" else rest[1:]
     why = rest[0] if rest and not rest[0].startswith(("Possible", "*")) and "=" not in rest[0] else ""
     return f"{lines[0]}: {why}" if why else lines[0]
+
+
+def _fits(kind: str, column_type: str) -> bool:
+    """Whether a Parquet column's type holds ``kind`` as it is (no text pattern needed)."""
+    if kind == "date":
+        return column_type == "DATE"
+    if column_type in _INTEGER_TYPES:
+        return True
+    decimal = re.fullmatch(r"DECIMAL\((\d+),(\d+)\)", column_type)
+    return bool(decimal) and int(decimal.group(2)) <= _MAX_DECIMALS[kind]
+
+
+def _typed_cells(dataset: str, types: dict[str, str], text_of) -> str:
+    """The typed values of a landed row: by the column's own type when it fits, else by the text
+    pattern applied to ``text_of(column)``."""
+    cells = []
+    for column, kind, name in TYPED_CELLS[dataset]:
+        if column in types and _fits(kind, types[column]):
+            value = f"src.{column}" if kind == "date" else f"typed_{kind}(src.{column})"
+        else:
+            value = f"text_{kind}({text_of(column)})"
+        cells.append(f"{value} AS {name}")
+    return ", ".join(cells)
+
+
+def land(con: duckdb.DuckDBPyConnection, source: Source) -> str:
+    """Define the view ``landed_<dataset>`` over a month's files and return its name: source_file,
+    source_row, the contract columns as text (NULL when not given), and the typed cells."""
+    dataset = source.dataset
+    required, optional = COLUMNS[dataset]
+    runner.run(con, "cell_types")
+    parts = []
+    csv_files = tuple(p for p in source.files if p.suffix == ".csv")
+    if csv_files:
+        stage(con, Source(dataset, source.month, csv_files), f"staged_{dataset}")
+        parts.append(landed_from_staged(dataset))
+    for path in source.files:
+        if path.suffix != ".parquet":
+            continue
+        types = _checked_parquet_columns(con, path, dataset)
+
+        def text_of(column: str) -> str:
+            return f"NULLIF(CAST(src.{column} AS VARCHAR), '')" if column in types else "CAST(NULL AS VARCHAR)"
+
+        raw = ", ".join(f"{text_of(c)} AS {c}" for c in required + optional)
+        file = runner.literal(path)
+        parts.append(f"SELECT {file} AS source_file, src.file_row_number + 1 AS source_row, {raw}, "
+                     f"{_typed_cells(dataset, types, text_of)} FROM read_parquet({file}, file_row_number = true) AS src")
+    view = f"landed_{dataset}"
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS " + " UNION ALL ".join(parts))
+    return view
+
+
+def landed_from_staged(dataset: str) -> str:
+    """The landed rows of the text table ``staged_<dataset>`` (CSV files, or rows a test stages)."""
+    required, optional = COLUMNS[dataset]
+    return (f"SELECT source_file, source_row, {', '.join(required + optional)}, "
+            f"{_typed_cells(dataset, {}, lambda column: column)} FROM staged_{dataset} AS src")
 
 
 def stage(con: duckdb.DuckDBPyConnection, source: Source, table: str) -> None:
@@ -217,22 +313,11 @@ def stage(con: duckdb.DuckDBPyConnection, source: Source, table: str) -> None:
                 raise InputError(f"{path}: the header repeats a column name ({', '.join(header)})")
             columns = {name: "VARCHAR" for name in header}
             record_lines = csv_record_lines(path)
+            _check_required(path, source.dataset, present)
         else:
-            types = _parquet_columns(con, path)
-            present = set(types)
+            present = set(_checked_parquet_columns(con, path, source.dataset))
             columns = None
-            for name in MONEY_COLUMNS & present & set(wanted):
-                if types[name] in ("FLOAT", "DOUBLE", "REAL"):
-                    raise InputError(
-                        f"{path}: column {name} is {types[name]}; money must be DECIMAL or text, never a float"
-                    )
             record_lines = None
-        missing = [c for c in required if c not in present]
-        if missing:
-            raise InputError(
-                f"{path}: missing column {', '.join(missing)} (expected columns: {', '.join(required)}"
-                + (f"; optional: {', '.join(optional)})" if optional else ")")
-            )
         # An empty cell means "not given" in Parquet as in CSV (where the reader already makes it NULL).
         picked = ", ".join(f"NULLIF(CAST({c} AS VARCHAR), '')" if c in present else "NULL" for c in wanted)
         params = {"path": str(path)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import date
 from functools import cache
 from pathlib import Path
 
@@ -37,6 +38,33 @@ def create_table_as(con: duckdb.DuckDBPyConnection, table: str, name: str, *, te
     sql = sql_text(name)
     kind = "TEMP TABLE" if temp else "TABLE"
     con.execute(f"CREATE OR REPLACE {kind} {table} AS {sql}", bind(sql, params))
+
+
+def create_view(con: duckdb.DuckDBPyConnection, view: str, name: str, **params) -> None:
+    """``CREATE TEMP VIEW view AS <sql/name.sql>``. A view takes no bound parameters, so each one is
+    written into the text as a typed literal (dates, strings and lists of strings from our own
+    rule and vocabulary files, quoted by ``constant``)."""
+    sql = sql_text(name)
+    values = bind(sql, params)
+    text = _PARAMETER.sub(lambda match: constant(values[match.group(1)]), sql)
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS {text}")
+
+
+def constant(value: object) -> str:
+    """A SQL literal of a parameter value: DATE, string, list of strings, integer or NULL."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, date):
+        return f"DATE '{value.isoformat()}'"
+    if isinstance(value, str):
+        return literal(value)
+    if isinstance(value, (list, tuple)):
+        return "CAST([" + ", ".join(constant(item) for item in value) + "] AS VARCHAR[])"
+    raise TypeError(f"no SQL literal for {value!r}")
 
 
 def literal(value: object) -> str:

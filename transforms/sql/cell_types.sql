@@ -1,0 +1,16 @@
+-- cell_types: how a landing cell becomes a typed value (data-contract.md section 1). Text cells must
+-- match the contract's pattern exactly; a Parquet column already of a fitting type (DATE, DECIMAL with
+-- at most the allowed decimals, an integer) is taken as it is, with the same limits as the pattern.
+-- A cell that does not fit is NULL, which validation reports as unparseable.
+CREATE OR REPLACE TEMP MACRO text_date(cell) AS
+    CASE WHEN regexp_full_match(cell, '[0-9]{4}-[0-9]{2}-[0-9]{2}') THEN TRY_CAST(cell AS DATE) END;
+-- Money: at most 16 digits before the point and 2 after (the sign is allowed so that a negative
+-- amount reads as out of range, not as unparseable).
+CREATE OR REPLACE TEMP MACRO text_money(cell) AS
+    CASE WHEN regexp_full_match(cell, '-?[0-9]{1,16}(\.[0-9]{1,2})?') THEN CAST(cell AS DECIMAL(18, 2)) END;
+CREATE OR REPLACE TEMP MACRO typed_money(cell) AS TRY_CAST(cell AS DECIMAL(18, 2));
+-- A fee factor: at most 2 digits before the point and 6 after.
+CREATE OR REPLACE TEMP MACRO text_fee(cell) AS
+    CASE WHEN regexp_full_match(cell, '-?[0-9]{1,2}(\.[0-9]{1,6})?') THEN CAST(cell AS DECIMAL(9, 6)) END;
+CREATE OR REPLACE TEMP MACRO typed_fee(cell) AS
+    CASE WHEN abs(cell) < 100 THEN CAST(cell AS DECIMAL(9, 6)) END;

@@ -1,0 +1,24 @@
+-- checked_balances: every landed balance row with its first problem that the row shows by itself
+-- (row_problem, 'column:reason'), before the checks that need other rows or tables.
+-- Written so that the common row costs little: a typed value that is there proves its cell was
+-- given (a Parquet DATE is not turned into text just to see that it is not empty), and the
+-- pattern and code lists are consulted only for cells that are not the usual ones.
+SELECT
+    l.*,
+    COALESCE(l.currency, 'CNY') AS currency_code,
+    COALESCE(l.risk_class, 'normal') AS risk,
+    CASE
+        WHEN l.account_id IS NULL THEN 'account_id:missing_value'
+        WHEN l.customer_id IS NULL THEN 'customer_id:missing_value'
+        WHEN l.product_code IS NULL THEN 'product_code:missing_value'
+        WHEN l.day IS NULL AND l.balance_date IS NULL THEN 'balance_date:missing_value'
+        WHEN l.amount IS NULL AND l.balance IS NULL THEN 'balance:missing_value'
+        WHEN l.day IS NULL THEN 'balance_date:unparseable'
+        WHEN l.amount IS NULL THEN 'balance:unparseable'
+        WHEN l.amount < 0 THEN 'balance:out_of_range'
+        WHEN l.currency <> 'CNY' AND NOT regexp_full_match(l.currency, '[A-Z]{3}') THEN 'currency:bad_currency'
+        WHEN l.day < $month_start OR l.day > $month_end THEN 'balance_date:outside_month'
+        WHEN l.product_code NOT IN (SELECT unnest($product_codes)) THEN 'product_code:unknown_code'
+        WHEN COALESCE(l.risk_class, 'normal') NOT IN (SELECT unnest($risk_classes)) THEN 'risk_class:unknown_code'
+    END AS row_problem
+FROM landed_balances AS l
