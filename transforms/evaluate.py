@@ -3,6 +3,10 @@
 Reads the stored monthly sums and last month's snapshot, runs figure_measures -> tier_decisions ->
 snapshot, and publishes the result atomically. Python here handles one program and one month;
 every per-customer step is SQL.
+
+The per-customer part (``write_snapshot``) runs on any DuckDB connection that holds the input tables
+(``INPUT_TABLES``): the warehouse's own connection here, or a Dask worker's in-memory connection
+holding one bucket of customers (transforms/partitioned.py). Publishing stays with the warehouse.
 """
 
 from __future__ import annotations
@@ -29,6 +33,16 @@ _EMPTY_PREV = (
     "SELECT CAST(NULL AS VARCHAR) AS customer_id, CAST(NULL AS INTEGER) AS tier, "
     "CAST(NULL AS INTEGER) AS failed_reviews, CAST(NULL AS DATE) AS buffer_since WHERE false"
 )
+# What the evaluation SQL reads besides the rule tables; ``prev_snapshot`` is last month's state.
+INPUT_TABLES = ("customers", "balance_month", "txn_figure_month", "held_products", "credit_events", "prev_snapshot")
+
+
+def prev_snapshot_query(prev_path: Path | None) -> tuple[str, dict]:
+    """The SELECT (and its parameters) of last month's state: the snapshot's state columns, or none."""
+    if prev_path is None:
+        return _EMPTY_PREV, {}
+    return ("SELECT customer_id, tier, failed_reviews, buffer_since FROM read_parquet($prev_path)",
+            {"prev_path": str(prev_path)})
 
 
 @dataclass(frozen=True)
@@ -81,12 +95,17 @@ def _register_rules(con: duckdb.DuckDBPyConnection, loaded: LoadedProgram, vocab
     return scales.points_scale
 
 
-def _check_tiers_defined(con: duckdb.DuckDBPyConnection, loaded: LoadedProgram, month: Month) -> None:
-    """A tier held under a buffer may have been removed from the rule file since: refuse, never drop."""
+def _undefined_tiers(con: duckdb.DuckDBPyConnection) -> tuple[int, str | None, int | None]:
+    """Customers whose tier the rule file no longer defines: (how many, the first of them, the lowest such tier)."""
     [(count, example, tier)] = con.execute(
         "SELECT count(*), min(customer_id), min(tier) FROM tier_decisions "
         "WHERE tier NOT IN (SELECT tier FROM rule_tiers)"
     ).fetchall()
+    return count, example, tier
+
+
+def check_tiers_defined(loaded: LoadedProgram, month: Month, count: int, example: str | None, tier: int | None) -> None:
+    """A tier held under a buffer may have been removed from the rule file since: refuse, never drop."""
     if count:
         raise StateError(
             f"{loaded.name} {month}: {count} customers (e.g. {example}) hold tier {tier}, which {loaded.path} "
@@ -132,18 +151,24 @@ def _manifest(con: duckdb.DuckDBPyConnection, loaded: LoadedProgram, month: Mont
     }
 
 
-def evaluate(con: duckdb.DuckDBPyConnection, warehouse: Warehouse, loaded: LoadedProgram,
-             vocab: Vocabularies, month: Month) -> Evaluated:
+@dataclass(frozen=True)
+class Written:
+    """What ``write_snapshot`` wrote: its rows, seconds per stage, and the customers whose tier the rule
+    file no longer defines (count, first customer, lowest tier); nothing is written when there are any."""
+
+    rows: int
+    seconds: dict[str, float]
+    undefined: tuple[int, str | None, int | None]
+
+
+def write_snapshot(con: duckdb.DuckDBPyConnection, loaded: LoadedProgram, vocab: Vocabularies, month: Month,
+                   target: Path) -> Written:
+    """figure_measures -> tier_decisions -> snapshot rows on ``con``, written to the Parquet file ``target``.
+
+    ``con`` is any DuckDB connection holding ``INPUT_TABLES``: all customers (the warehouse) or one bucket
+    of them (a Dask worker). The rows are sorted by ``customer_id``; columns and types are the same either way.
+    """
     program = loaded.rules
-    prev_path = predecessor(warehouse, loaded.name, month)
-    if prev_path is None:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE prev_snapshot AS {_EMPTY_PREV}")
-    else:
-        con.execute(
-            "CREATE OR REPLACE TEMP TABLE prev_snapshot AS "
-            "SELECT customer_id, tier, failed_reviews, buffer_since FROM read_parquet($path)",
-            {"path": str(prev_path)},
-        )
     points_scale = _register_rules(con, loaded, vocab, month)
     calendar = program.calendar
     params = {
@@ -167,7 +192,9 @@ def evaluate(con: duckdb.DuckDBPyConnection, warehouse: Warehouse, loaded: Loade
     started = time.perf_counter()
     runner.create_table_as(con, "tier_decisions", "tier_decisions", **params)
     seconds["decisions"] = time.perf_counter() - started
-    _check_tiers_defined(con, loaded, month)
+    undefined = _undefined_tiers(con)
+    if undefined[0]:
+        return Written(0, seconds, undefined)
 
     snapshot_sql = runner.sql_text("snapshot")
     # One pts_<figure> column per scored figure and one fig_<figure> per figure, in rule-file order;
@@ -176,22 +203,39 @@ def evaluate(con: duckdb.DuckDBPyConnection, warehouse: Warehouse, loaded: Loade
     scored = [name for name in program.figures if program.points and name in program.points.rates]
     spread = "".join(f", pts_list[{i}] AS pts_{name}" for i, name in enumerate(scored, start=1))
     spread += "".join(f", fig_list[{i}] AS fig_{name}" for i, name in enumerate(program.figures, start=1))
-    staged = snapshots.staging_file(warehouse)
     query = f"SELECT * EXCLUDE (pts_list, fig_list){spread} FROM ({snapshot_sql})"
     started = time.perf_counter()
-    [(customers,)] = con.execute(
-        f"COPY ({query}) TO {runner.literal(staged)} (FORMAT parquet, COMPRESSION zstd)",
+    [(rows,)] = con.execute(
+        f"COPY ({query}) TO {runner.literal(target)} (FORMAT parquet, COMPRESSION zstd)",
         runner.bind(snapshot_sql, params),
     ).fetchall()
     seconds["write"] = time.perf_counter() - started
+    return Written(rows, seconds, undefined)
+
+
+def publish_snapshot(con: duckdb.DuckDBPyConnection, warehouse: Warehouse, loaded: LoadedProgram, month: Month,
+                     staged: Path, rows: int, seconds: dict[str, float], extra: dict | None = None) -> Path:
+    """Move a staged snapshot into place, then its manifest (``extra`` adds keys to it); ``con`` is the warehouse's."""
     started = time.perf_counter()
     target = snapshots.snapshot_path(warehouse, loaded.name, month)
     snapshot_sha = sha256_file(staged)
     snapshots.publish(staged, target)
-    seconds["publish"] = time.perf_counter() - started
+    seconds = {**seconds, "publish": time.perf_counter() - started}
     snapshots.publish_manifest(
         warehouse,
         snapshots.manifest_path(warehouse, loaded.name, month),
-        _manifest(con, loaded, month, target, snapshot_sha, customers, seconds),
+        {**_manifest(con, loaded, month, target, snapshot_sha, rows, seconds), **(extra or {})},
     )
-    return Evaluated(loaded.name, str(month), str(target), customers, initial=prev_path is None)
+    return target
+
+
+def evaluate(con: duckdb.DuckDBPyConnection, warehouse: Warehouse, loaded: LoadedProgram,
+             vocab: Vocabularies, month: Month) -> Evaluated:
+    prev_path = predecessor(warehouse, loaded.name, month)
+    prev_query, prev_params = prev_snapshot_query(prev_path)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE prev_snapshot AS {prev_query}", prev_params)
+    staged = snapshots.staging_file(warehouse)
+    written = write_snapshot(con, loaded, vocab, month, staged)
+    check_tiers_defined(loaded, month, *written.undefined)
+    target = publish_snapshot(con, warehouse, loaded, month, staged, written.rows, written.seconds)
+    return Evaluated(loaded.name, str(month), str(target), written.rows, initial=prev_path is None)
