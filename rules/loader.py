@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from rules.schema import BalanceFigure, Program, TransactionFigure
 from tiers.errors import RuleError
@@ -24,6 +24,14 @@ class Vocabularies(BaseModel):
     held_product_codes: list[str]
     credit_event_codes: list[str]
     risk_classes: list[str]
+
+    @field_validator("risk_classes")
+    @classmethod
+    def _holds_the_default(cls, classes: list[str]) -> list[str]:
+        # A balance row without risk_class is "normal" (data-contract.md), so the class must exist.
+        if "normal" not in classes:
+            raise ValueError("must include normal, the class of a balance row that gives none")
+        return classes
 
 
 @dataclass(frozen=True)

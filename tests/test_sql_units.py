@@ -112,7 +112,8 @@ class Bench:
         m = Month.parse(month)
         if dataset in landing.MONTHLY:
             runner.run(self.con, "cell_types")
-            self.con.execute(f"CREATE OR REPLACE TEMP VIEW landed_{dataset} AS {landing.landed_from_staged(dataset)}")
+            landed = landing.landed_from_staged(dataset, (Path(f"{dataset}.csv"),))
+            self.con.execute(f"CREATE OR REPLACE TEMP VIEW landed_{dataset} AS {landed}")
             validate_month(self.con, dataset, m, VOCAB)
         else:
             runner.create_table_as(self.con, f"validated_{dataset}", f"validated_{dataset}", **vocabulary_params(VOCAB))

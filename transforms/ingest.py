@@ -41,6 +41,13 @@ _REFERENCE_TABLES = {
         "SELECT customer_id, event_code, started_day, cured_day FROM validated_credit_events WHERE reason IS NULL",
     ),
 }
+# Per monthly dataset, the small tables validation computes once, in order (sql/<name>.sql): balances
+# are first summed per account in one scan, and duplicates and customers read from those sums;
+# transactions have no such grouping (every txn_id is its own key), so each is one scan.
+_MONTH_SUMMARIES = {
+    "balances": ("balance_accounts", "balance_duplicates", "balance_customers"),
+    "transactions": ("transaction_duplicates", "transaction_customers"),
+}
 # Per monthly dataset: the table a month's rows are summed into, and the SQL file that does it.
 _MONTH_TABLES = {"balances": ("balance_month", "balance_month"), "transactions": ("txn_figure_month", "txn_figure_month")}
 
@@ -74,14 +81,14 @@ def _digest(*parts: str) -> str:
 def validate_month(con: duckdb.DuckDBPyConnection, dataset: str, month: Month, vocab: Vocabularies) -> str:
     """Define ``validated_<dataset>`` over the view ``landed_<dataset>`` and return its name.
 
-    First the checks a row makes by itself (the view ``checked_<dataset>``), then small tables
-    computed once: the rows whose key another row shares, the foreign-currency rows' rates, and the
-    customers the rows name (with whether each is known).
+    The month's FX rates by day, then the checks a row makes by itself and its conversion to CNY
+    (the view ``checked_<dataset>``), then small tables computed once: the rows whose key another
+    row shares, and the customers the rows name (whether each is known, and counts of their rows).
     """
     params = {**vocabulary_params(vocab), "month_start": month.first_day, "month_end": month.last_day}
-    row = dataset.removesuffix("s")
+    runner.create_table_as(con, "month_fx_rates", "month_fx_rates", **params)
     runner.create_view(con, f"checked_{dataset}", f"checked_{dataset}", **params)
-    for table in (f"{row}_duplicates", f"foreign_{dataset}", f"{row}_customers"):
+    for table in _MONTH_SUMMARIES[dataset]:
         runner.create_table_as(con, table, table, **params)
     runner.create_view(con, f"validated_{dataset}", f"validated_{dataset}", **params)
     return f"validated_{dataset}"
@@ -93,9 +100,9 @@ def month_may_have_bad_rows(con: duckdb.DuckDBPyConnection, dataset: str) -> boo
     converted. Each problem in validated_<dataset> comes from exactly one of these."""
     row = dataset.removesuffix("s")
     [(problems,)] = con.execute(
-        f"SELECT (SELECT count(*) FROM {row}_customers WHERE rows_failed > 0 OR (rows_passed > 0 AND NOT known))"
+        f"SELECT (SELECT count(*) FROM {row}_customers "
+        f"        WHERE rows_failed > 0 OR rows_not_converted > 0 OR (rows_passed > 0 AND NOT known))"
         f" + (SELECT count(*) FROM {row}_duplicates)"
-        f" + (SELECT count(*) FROM foreign_{dataset} WHERE fx_problem IS NOT NULL)"
     ).fetchall()
     return problems > 0
 

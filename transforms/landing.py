@@ -266,7 +266,8 @@ def _typed_cells(dataset: str, types: dict[str, str], text_of) -> str:
 
 def land(con: duckdb.DuckDBPyConnection, source: Source) -> str:
     """Define the view ``landed_<dataset>`` over a month's files and return its name: source_file,
-    source_row, the contract columns as text (NULL when not given), and the typed cells."""
+    file_ordinal (its place in the source, a cheaper key than its name), source_row, the contract
+    columns as text (NULL when not given), and the typed cells."""
     dataset = source.dataset
     required, optional = COLUMNS[dataset]
     runner.run(con, "cell_types")
@@ -274,8 +275,8 @@ def land(con: duckdb.DuckDBPyConnection, source: Source) -> str:
     csv_files = tuple(p for p in source.files if p.suffix == ".csv")
     if csv_files:
         stage(con, Source(dataset, source.month, csv_files), f"staged_{dataset}")
-        parts.append(landed_from_staged(dataset))
-    for path in source.files:
+        parts.append(landed_from_staged(dataset, source.files))
+    for ordinal, path in enumerate(source.files):
         if path.suffix != ".parquet":
             continue
         types = _checked_parquet_columns(con, path, dataset)
@@ -285,17 +286,18 @@ def land(con: duckdb.DuckDBPyConnection, source: Source) -> str:
 
         raw = ", ".join(f"{text_of(c)} AS {c}" for c in required + optional)
         file = runner.literal(path)
-        parts.append(f"SELECT {file} AS source_file, src.file_row_number + 1 AS source_row, {raw}, "
+        parts.append(f"SELECT {file} AS source_file, {ordinal} AS file_ordinal, src.file_row_number + 1 AS source_row, {raw}, "
                      f"{_typed_cells(dataset, types, text_of)} FROM read_parquet({file}, file_row_number = true) AS src")
     view = f"landed_{dataset}"
     con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS " + " UNION ALL ".join(parts))
     return view
 
 
-def landed_from_staged(dataset: str) -> str:
+def landed_from_staged(dataset: str, files: tuple[Path, ...]) -> str:
     """The landed rows of the text table ``staged_<dataset>`` (CSV files, or rows a test stages)."""
     required, optional = COLUMNS[dataset]
-    return (f"SELECT source_file, source_row, {', '.join(required + optional)}, "
+    ordinal = f"list_position({runner.constant([str(f) for f in files])}, source_file) - 1"
+    return (f"SELECT source_file, {ordinal} AS file_ordinal, source_row, {', '.join(required + optional)}, "
             f"{_typed_cells(dataset, {}, lambda column: column)} FROM staged_{dataset} AS src")
 
 

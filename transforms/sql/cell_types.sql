@@ -14,3 +14,6 @@ CREATE OR REPLACE TEMP MACRO text_fee(cell) AS
     CASE WHEN regexp_full_match(cell, '-?[0-9]{1,2}(\.[0-9]{1,6})?') THEN CAST(cell AS DECIMAL(9, 6)) END;
 CREATE OR REPLACE TEMP MACRO typed_fee(cell) AS
     CASE WHEN abs(cell) < 100 THEN CAST(cell AS DECIMAL(9, 6)) END;
+-- An amount in CNY: converted row by row and rounded half-up to the cent, before anything is summed
+-- (widened first: DECIMAL(18, 2) * DECIMAL(18, 8) overflows DuckDB's 18-digit multiply).
+CREATE OR REPLACE TEMP MACRO to_cny(amount, rate) AS round(CAST(amount AS DECIMAL(38, 2)) * rate, 2);

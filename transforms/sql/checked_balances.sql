@@ -7,6 +7,15 @@ SELECT
     l.*,
     COALESCE(l.currency, 'CNY') AS currency_code,
     COALESCE(l.risk_class, 'normal') AS risk,
+    -- In CNY; another currency at the day's rate (month_fx_rates), when it has one and the result fits.
+    CASE WHEN l.currency IS NULL OR l.currency = 'CNY' THEN l.amount
+         WHEN to_cny(l.amount, r.cny_per_unit) < 10000000000000000 THEN CAST(to_cny(l.amount, r.cny_per_unit) AS DECIMAL(18, 2))
+    END AS balance_cny,
+    -- What converting has against it (it counts only for a row without a problem of its own).
+    CASE WHEN l.currency IS NULL OR l.currency = 'CNY' THEN NULL
+         WHEN r.cny_per_unit IS NULL THEN 'currency:no_fx_rate'
+         WHEN to_cny(l.amount, r.cny_per_unit) >= 10000000000000000 THEN 'balance:out_of_range'
+    END AS fx_problem,
     CASE
         WHEN l.account_id IS NULL THEN 'account_id:missing_value'
         WHEN l.customer_id IS NULL THEN 'customer_id:missing_value'
@@ -19,6 +28,8 @@ SELECT
         WHEN l.currency <> 'CNY' AND NOT regexp_full_match(l.currency, '[A-Z]{3}') THEN 'currency:bad_currency'
         WHEN l.day < $month_start OR l.day > $month_end THEN 'balance_date:outside_month'
         WHEN l.product_code NOT IN (SELECT unnest($product_codes)) THEN 'product_code:unknown_code'
-        WHEN COALESCE(l.risk_class, 'normal') NOT IN (SELECT unnest($risk_classes)) THEN 'risk_class:unknown_code'
+        -- No risk_class means normal, which the vocabulary always holds.
+        WHEN l.risk_class NOT IN (SELECT unnest($risk_classes)) THEN 'risk_class:unknown_code'
     END AS row_problem
 FROM landed_balances AS l
+LEFT JOIN month_fx_rates AS r ON r.currency = l.currency AND r.day = l.day

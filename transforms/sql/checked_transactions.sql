@@ -8,8 +8,19 @@ WITH typed AS (
         l.*,
         -- No fee factor means the full amount counts.
         CASE WHEN l.fee_value IS NOT NULL THEN l.fee_value WHEN l.fee_factor IS NULL THEN CAST(1 AS DECIMAL(9, 6)) END AS fee,
-        COALESCE(l.currency, 'CNY') AS currency_code
+        COALESCE(l.currency, 'CNY') AS currency_code,
+        -- In CNY; another currency at the day's rate (month_fx_rates), when it has one and the result fits.
+        CASE WHEN l.currency IS NULL OR l.currency = 'CNY' THEN l.txn_amount
+             WHEN to_cny(l.txn_amount, r.cny_per_unit) < 10000000000000000
+                 THEN CAST(to_cny(l.txn_amount, r.cny_per_unit) AS DECIMAL(18, 2))
+        END AS amount_cny,
+        -- What converting has against it (it counts only for a row without a problem of its own).
+        CASE WHEN l.currency IS NULL OR l.currency = 'CNY' THEN NULL
+             WHEN r.cny_per_unit IS NULL THEN 'currency:no_fx_rate'
+             WHEN to_cny(l.txn_amount, r.cny_per_unit) >= 10000000000000000 THEN 'amount:out_of_range'
+        END AS fx_problem
     FROM landed_transactions AS l
+    LEFT JOIN month_fx_rates AS r ON r.currency = l.currency AND r.day = l.day
 )
 SELECT
     t.*,

@@ -9,10 +9,10 @@ WITH suspect AS (
     HAVING count(*) > 1
 ),
 keyed AS (
-    SELECT source_file, source_row, count(*) OVER (PARTITION BY txn_id) AS key_rows
+    SELECT file_ordinal, source_row, count(*) OVER (PARTITION BY txn_id) AS key_rows
     FROM landed_transactions
     WHERE txn_id IS NOT NULL AND hash(txn_id) IN (SELECT id_hash FROM suspect)
 )
-SELECT source_file, source_row
+SELECT file_ordinal, source_row
 FROM keyed
 WHERE key_rows > 1

@@ -4,22 +4,20 @@
 WITH checked AS (
     SELECT
         c.*,
-        f.balance_cny AS converted,
         CASE
             WHEN c.row_problem IS NOT NULL THEN c.row_problem
             WHEN u.customer_id IS NOT NULL THEN 'customer_id:unknown_customer'
             WHEN d.source_row IS NOT NULL THEN 'balance_date:duplicate_key'
-            ELSE f.fx_problem
+            ELSE c.fx_problem
         END AS problem
     FROM checked_balances AS c
     LEFT JOIN balance_customers AS u ON u.customer_id = c.customer_id AND NOT u.known
-    LEFT JOIN balance_duplicates AS d ON d.source_file = c.source_file AND d.source_row = c.source_row
-    LEFT JOIN foreign_balances AS f ON f.source_file = c.source_file AND f.source_row = c.source_row
+    LEFT JOIN balance_duplicates AS d ON d.file_ordinal = c.file_ordinal AND d.source_row = c.source_row
 )
 SELECT
     source_file, source_row, account_id, customer_id, product_code, balance_date, balance, currency, risk_class,
     day, risk,
-    CASE WHEN currency_code = 'CNY' THEN amount ELSE converted END AS balance_cny,
+    balance_cny,
     split_part(problem, ':', 1) AS problem_column,
     split_part(problem, ':', 2) AS reason
 FROM checked

@@ -4,23 +4,21 @@
 WITH checked AS (
     SELECT
         c.*,
-        f.amount_cny AS converted,
         CASE
             WHEN c.row_problem IS NOT NULL THEN c.row_problem
             WHEN u.customer_id IS NOT NULL THEN 'customer_id:unknown_customer'
             WHEN d.source_row IS NOT NULL THEN 'txn_id:duplicate_key'
-            ELSE f.fx_problem
+            ELSE c.fx_problem
         END AS problem
     FROM checked_transactions AS c
     LEFT JOIN transaction_customers AS u ON u.customer_id = c.customer_id AND NOT u.known
-    LEFT JOIN transaction_duplicates AS d ON d.source_file = c.source_file AND d.source_row = c.source_row
-    LEFT JOIN foreign_transactions AS f ON f.source_file = c.source_file AND f.source_row = c.source_row
+    LEFT JOIN transaction_duplicates AS d ON d.file_ordinal = c.file_ordinal AND d.source_row = c.source_row
 )
 SELECT
     source_file, source_row, txn_id, account_id, customer_id, txn_date, txn_type, amount, currency,
     merchant_category, fee_factor,
     day, fee,
-    CASE WHEN currency_code = 'CNY' THEN txn_amount ELSE converted END AS amount_cny,
+    amount_cny,
     split_part(problem, ':', 1) AS problem_column,
     split_part(problem, ':', 2) AS reason
 FROM checked
