@@ -41,12 +41,12 @@ _REFERENCE_TABLES = {
         "SELECT customer_id, event_code, started_day, cured_day FROM validated_credit_events WHERE reason IS NULL",
     ),
 }
-# Per monthly dataset, the small tables validation computes once, in order (sql/<name>.sql): balances
-# are first summed per account in one scan, and duplicates and customers read from those sums;
-# transactions have no such grouping (every txn_id is its own key), so each is one scan.
+# Per monthly dataset, the small tables validation computes once, in order (sql/<name>.sql): one
+# scan sums or counts the month into small groups (per account; per customer and id hash), and
+# duplicates and customers are read from those; only suspected duplicates are read again.
 _MONTH_SUMMARIES = {
     "balances": ("balance_accounts", "balance_duplicates", "balance_customers"),
-    "transactions": ("transaction_duplicates", "transaction_customers"),
+    "transactions": ("transaction_groups", "transaction_duplicates", "transaction_customers"),
 }
 # Per monthly dataset: the table a month's rows are summed into, and the SQL file that does it.
 _MONTH_TABLES = {"balances": ("balance_month", "balance_month"), "transactions": ("txn_figure_month", "txn_figure_month")}

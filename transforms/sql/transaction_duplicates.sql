@@ -1,17 +1,11 @@
 -- transaction_duplicates: the rows of a month whose txn_id another row shares (whatever else is
--- wrong with them). Ids are first counted by a hash, which is cheaper than comparing text; a hash
--- collision only makes a suspect, never hides one, and only suspects' ids are compared exactly.
-WITH suspect AS (
-    SELECT hash(txn_id) AS id_hash
-    FROM landed_transactions
-    WHERE txn_id IS NOT NULL
-    GROUP BY id_hash
-    HAVING count(*) > 1
-),
-keyed AS (
+-- wrong with them). Only the rows whose id hash more than one row has (transaction_groups) are
+-- read again and compared exactly.
+WITH keyed AS (
     SELECT file_ordinal, source_row, count(*) OVER (PARTITION BY txn_id) AS key_rows
     FROM landed_transactions
-    WHERE txn_id IS NOT NULL AND hash(txn_id) IN (SELECT id_hash FROM suspect)
+    WHERE txn_id IS NOT NULL
+      AND hash(txn_id) IN (SELECT id_hash FROM transaction_groups WHERE is_id_hash)
 )
 SELECT file_ordinal, source_row
 FROM keyed

@@ -11,12 +11,14 @@ counted AS (
         f.program,
         f.figure,
         t.customer_id,
-        round(
+        CASE
+            -- Most rows count in full: no product, no rounding to do.
+            WHEN NOT f.apply_fee_factor OR t.fee = 1
+                THEN least(t.amount_cny, COALESCE(f.cap_per_transaction, t.amount_cny))
             -- Widened first: DECIMAL(18, 2) * DECIMAL(9, 6) overflows DuckDB's 18-digit multiply.
-            CAST(least(t.amount_cny, COALESCE(f.cap_per_transaction, t.amount_cny)) AS DECIMAL(38, 2))
-            * CASE WHEN f.apply_fee_factor THEN t.fee ELSE 1 END,
-            2
-        ) AS counted
+            ELSE round(CAST(least(t.amount_cny, COALESCE(f.cap_per_transaction, t.amount_cny)) AS DECIMAL(38, 2))
+                       * t.fee, 2)
+        END AS counted
     FROM good AS t
     JOIN txn_figure_rules AS f ON f.txn_type = t.txn_type
     WHERE (f.exclude_single_above IS NULL OR t.amount_cny <= f.exclude_single_above)
