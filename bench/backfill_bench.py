@@ -40,8 +40,9 @@ def main() -> None:
         print(f"generated {landing} in {time.perf_counter() - started:.0f} s")
     shutil.rmtree(warehouse, ignore_errors=True)
 
-    seconds, peak_mb = run_tiers("backfill", "--input", str(landing), "--from", "2025-01", "--to", "2025-12",
-                                 "--program", "icbc_star", "--warehouse", str(warehouse))
+    measured = run_tiers("backfill", "--input", str(landing), "--from", "2025-01", "--to", "2025-12",
+                         "--program", "icbc_star", "--warehouse", str(warehouse))
+    seconds, peak_mb = measured.seconds, measured.peak_mb
 
     line = (
         f"| {date.today()} | backfill 2025-01..2025-12, icbc_star | {args.customers:,} | {args.format} "

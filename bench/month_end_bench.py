@@ -1,30 +1,40 @@
 """Benchmark of the month-end run (not part of `make test`): `make bench`, or
 
-    .venv/bin/python bench/month_end_bench.py [--customers 1000000] [--workdir build/bench]
+    .venv/bin/python bench/month_end_bench.py [--customers 250000 1000000] [--workdir build/bench]
 
 Generates N customers with data/generator.py: seven months (2025-01..2025-07) as Parquet, two or
 three accounts each with daily balances, about fifteen transactions a month. Then measures
   (a) a cold first month: `tiers backfill` of 2025-06 into an empty warehouse (six months ingested);
   (b) a warm month-end: `tiers run` of 2025-07 on that warehouse (one new month ingested).
-Prints and appends to bench/results-month-end.md: wall time, rows read per second, the child's peak memory,
-and the seconds per stage from the snapshot's manifest.
+Both run against a Prefect server that is already up, as a scheduled deployment's runs do; (b) is
+measured once more the way an ad-hoc `tiers run` goes, starting Prefect's temporary server itself
+(about 6 s more on 2 cores).
+Prints and appends to bench/results-month-end.md: wall time, rows read per second, the child's peak
+memory, seconds and peak memory per stage (bench/timing.py), the evaluation's seconds per step from
+the snapshot's manifest, and how the times scale from the smaller customer count to the larger.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
+import socket
+import subprocess
 import sys
 import time
+import urllib.request
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
+from typing import Iterator
 
 PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
-from bench.timing import run_tiers  # noqa: E402
+from bench.timing import Measured, run_tiers  # noqa: E402
 from data.generator import generate_landing  # noqa: E402
 
 RESULTS = PROJECT / "bench" / "results-month-end.md"
@@ -34,45 +44,109 @@ def _manifest(warehouse: Path, as_of: str) -> dict:
     return json.loads((warehouse / "snapshots" / "program=icbc_star" / f"as_of={as_of}" / "manifest.json").read_text())
 
 
-def _line(run: str, customers: int, seconds: float, peak_mb: float, manifest: dict, read_now: int) -> str:
-    stages = ", ".join(f"{k} {v:.1f}" for k, v in manifest["stage_seconds"].items())
-    return (f"| {date.today()} | {run} | {customers:,} | {seconds:.1f} s | {read_now / seconds:,.0f} rows/s "
-            f"| {peak_mb:,.0f} MB | {stages} | {platform.machine()} |")
+def _line(run: str, customers: int, measured: Measured, manifest: dict, rows_read: int) -> str:
+    stages = ", ".join(f"{name} {use.seconds:.1f} s / {use.peak_mb:,.0f} MB" for name, use in measured.stages.items()
+                       if use.seconds >= 0.05)
+    evaluation = ", ".join(f"{k} {v:.1f}" for k, v in manifest["stage_seconds"].items() if k != "ingest")
+    return (f"| {date.today()} | {run} | {customers:,} | {measured.seconds:.1f} s | {rows_read / measured.seconds:,.0f} rows/s "
+            f"| {measured.peak_mb:,.0f} MB | {stages} | {evaluation} | {os.cpu_count()} cores {platform.machine()} |")
+
+
+@contextmanager
+def prefect_server(workdir: Path) -> Iterator[str]:
+    """A Prefect server for the benchmark's runs, as a scheduled deployment has one (`prefect server
+    start`); yields its API URL. Its database lives in the bench's work folder, and it stops after."""
+    home = workdir / "prefect-home"
+    home.mkdir(parents=True, exist_ok=True)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PREFECT_UI_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "WARNING"}
+    server = subprocess.Popen([str(Path(sys.executable).with_name("prefect")), "server", "start", "--host",
+                               "127.0.0.1", "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        for _ in range(240):
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=1):
+                    break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            raise SystemExit("the Prefect server for the benchmark did not start within 2 minutes")
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def measure(customers: int, workdir: Path, api_url: str) -> tuple[list[str], float, float]:
+    """The cold first month and the warm month-end for ``customers``: result lines, cold and warm
+    seconds (both against the running server ``api_url``); the warm month-end once more with the
+    temporary server a plain `tiers run` starts, from a copy of the same warehouse."""
+    landing = workdir / f"landing-{customers}-parquet-7m"
+    warehouse = workdir / f"warehouse-{customers}"
+    if not landing.exists():
+        started = time.perf_counter()
+        generate_landing(landing, customers=customers, first_month="2025-01", months=7, file_format="parquet",
+                         txns_per_customer_month=15.0)
+        print(f"generated {landing} in {time.perf_counter() - started:.0f} s")
+    shutil.rmtree(warehouse, ignore_errors=True)
+    common = ["--input", str(landing), "--program", "icbc_star"]
+    served = {"PREFECT_API_URL": api_url}
+
+    cold = run_tiers("backfill", "--from", "2025-06", "--to", "2025-06", *common, "--warehouse", str(warehouse),
+                     env=served)
+    cold_manifest = _manifest(warehouse, "2025-06-30")
+    ephemeral_warehouse = warehouse.with_name(warehouse.name + "-ephemeral")
+    shutil.rmtree(ephemeral_warehouse, ignore_errors=True)
+    shutil.copytree(warehouse, ephemeral_warehouse)
+    warm = run_tiers("run", "--month", "2025-07", *common, "--warehouse", str(warehouse), env=served)
+    warm_manifest = _manifest(warehouse, "2025-07-31")
+    ephemeral = run_tiers("run", "--month", "2025-07", *common, "--warehouse", str(ephemeral_warehouse))
+    shutil.rmtree(ephemeral_warehouse)
+    # Rows read in this run: the cold run read the whole window, the warm run one new month.
+    warm_new = sum(i["rows_read"] for i in warm_manifest["inputs"] if i["month"] == "2025-07")
+    lines = [
+        _line("cold first month (backfill 2025-06, 6 months ingested; Prefect server running)", customers, cold,
+              cold_manifest, cold_manifest["rows_in"]),
+        _line("warm month-end (run 2025-07, 1 month ingested; Prefect server running)", customers, warm,
+              warm_manifest, warm_new),
+        _line("warm month-end, ad hoc (as above; tiers starts Prefect's temporary server)", customers, ephemeral,
+              warm_manifest, warm_new),
+    ]
+    return lines, cold.seconds, warm.seconds
+
+
+HEADER = ("| date | run | customers | wall time | rows read per second | peak RSS | seconds / peak RSS per stage "
+          "| evaluation seconds | machine |\n|---|---|---|---|---|---|---|---|---|\n")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--customers", type=int, default=1_000_000)
+    parser.add_argument("--customers", type=int, nargs="+", default=[250_000, 1_000_000],
+                        help="customer counts to measure, smallest first (the last two give the scaling ratio)")
     parser.add_argument("--workdir", type=Path, default=PROJECT / "build" / "bench")
     args = parser.parse_args()
 
-    landing = args.workdir / f"landing-{args.customers}-parquet-7m"
-    warehouse = args.workdir / f"warehouse-{args.customers}"
-    if not landing.exists():
-        started = time.perf_counter()
-        generate_landing(landing, customers=args.customers, first_month="2025-01", months=7, file_format="parquet",
-                         txns_per_customer_month=15.0)
-        print(f"generated {landing} in {time.perf_counter() - started:.0f} s")
-    shutil.rmtree(warehouse, ignore_errors=True)
-    common = ["--input", str(landing), "--program", "icbc_star", "--warehouse", str(warehouse)]
-
-    cold_seconds, cold_peak = run_tiers("backfill", "--from", "2025-06", "--to", "2025-06", *common)
-    cold = _manifest(warehouse, "2025-06-30")
-    warm_seconds, warm_peak = run_tiers("run", "--month", "2025-07", *common)
-    warm = _manifest(warehouse, "2025-07-31")
-    # Rows read in this run: the cold run read the whole window, the warm run one new month.
-    warm_new = sum(i["rows_read"] for i in warm["inputs"] if i["month"] == "2025-07")
-
-    lines = [
-        _line("cold first month (backfill 2025-06, 6 months ingested)", args.customers, cold_seconds, cold_peak,
-              cold, cold["rows_in"]),
-        _line("warm month-end (run 2025-07, 1 month ingested)", args.customers, warm_seconds, warm_peak,
-              warm, warm_new),
-    ]
-    print("\n".join(lines))
-    if not RESULTS.exists():
-        RESULTS.write_text("| date | run | customers | wall time | throughput | peak RSS | seconds per stage | machine |\n"
-                           "|---|---|---|---|---|---|---|---|\n")
+    lines, seconds = [], {}
+    with prefect_server(args.workdir) as api_url:
+        for customers in args.customers:
+            measured, cold, warm = measure(customers, args.workdir, api_url)
+            lines += measured
+            seconds[customers] = (cold, warm)
+            print("\n".join(measured), flush=True)
+    if len(seconds) >= 2:
+        small, large = sorted(seconds)[-2:]
+        factor = large / small
+        ratios = [seconds[large][i] / seconds[small][i] for i in (0, 1)]
+        lines.append(f"| {date.today()} | scaling {small:,} -> {large:,} customers ({factor:g}x) | | cold "
+                     f"{ratios[0]:.2f}x, warm {ratios[1]:.2f}x | | | | | |")
+        print(lines[-1])
+    if not RESULTS.exists() or not RESULTS.read_text().startswith(HEADER):
+        RESULTS.write_text(HEADER)
     with RESULTS.open("a") as handle:
         handle.write("\n".join(lines) + "\n")
 
