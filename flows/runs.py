@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Callable, Iterator
 
 from prefect import flow
 
@@ -18,21 +20,51 @@ from tiers.warehouse import Warehouse
 from transforms.quarantine import bad_rows_message
 
 
+EXECUTORS = ("local", "dask")
+
+
+def check_executor(executor: str, dask_address: str | None, partitions: int | None) -> None:
+    if executor not in EXECUTORS:
+        raise TiersError(f"--executor {executor}: expected local or dask")
+    if executor == "local" and (dask_address or partitions):
+        option = "--dask-address" if dask_address else "--partitions"
+        raise TiersError(f"{option} needs --executor dask")
+    if partitions is not None and partitions < 1:
+        raise TiersError(f"--partitions {partitions}: expected at least 1")
+
+
+@contextmanager
+def _evaluator(executor: str, dask_address: str | None, partitions: int | None, warehouse: Warehouse,
+               warehouse_dir: str) -> Iterator[Callable[[str, str], object]]:
+    """How each (program, month) is evaluated: by a task in this process, or in buckets on a Dask cluster
+    (started or reached, and checked, before anything is ingested; closed when the run ends)."""
+    if executor == "local":
+        yield lambda program, month: tasks.evaluate(warehouse_dir, program, month)
+        return
+    from flows import fanout  # Dask is imported only when it is used
+
+    with fanout.dask_cluster(dask_address, warehouse, partitions) as fan:
+        yield lambda program, month: fan.evaluate(warehouse_dir, program, month)
+
+
 def _run(input_dir: str, first: str, last: str, warehouse_dir: str, programs: list[str] | None,
-         max_bad_rows: int, wait_seconds: float) -> dict:
+         max_bad_rows: int, wait_seconds: float, executor: str = "local", dask_address: str | None = None,
+         partitions: int | None = None) -> dict:
     input_path = Path(input_dir)
     if not input_path.is_dir():
         raise TiersError(f"{input_dir}: the landing folder does not exist")
+    check_executor(executor, dask_address, partitions)
     warehouse = Warehouse(Path(warehouse_dir))
     first_month, last_month = Month.parse(first), Month.parse(last)
     if last_month < first_month:
         raise TiersError(f"--to {last} is before --from {first}")
-    with warehouse.writer_lock(wait_seconds):
+    with warehouse.writer_lock(wait_seconds), ExitStack() as stack:
         snapshots.clear_staging(warehouse)
         loaded = load_programs(programs)
         plan = plan_run(input_path, warehouse, loaded, first_month, last_month, programs_named=bool(programs))
         if not plan.evaluations:
             raise TiersError("no program can be evaluated: " + "; ".join(plan.skipped))
+        evaluate = stack.enter_context(_evaluator(executor, dask_address, partitions, warehouse, warehouse_dir))
 
         progress = current()
         progress.stage("ingest", 1 + len(plan.ingest))
@@ -47,25 +79,33 @@ def _run(input_dir: str, first: str, last: str, warehouse_dir: str, programs: li
             raise BadRowsError(bad_rows_message(ingested, max_bad_rows, warehouse.quarantine))
 
         evaluated = []
+        # One month after another (each reads the snapshot of the one before); with Dask, each program-month's
+        # customers fan out in buckets.
         for month, program in plan.evaluations:
-            evaluated.append(tasks.evaluate(warehouse_dir, program, str(month)))
+            evaluated.append(evaluate(program, str(month)))
             progress.advance("evaluate", f"{program} {month}")
     return {"ingested": ingested, "evaluated": evaluated, "skipped": plan.skipped}
 
 
 @flow(name="tiers-month-end", log_prints=True)
 def month_end(input_dir: str, month: str | None = None, warehouse_dir: str = "data/warehouse",
-              programs: list[str] | None = None, max_bad_rows: int = 0, wait_seconds: float = 0) -> dict:
+              programs: list[str] | None = None, max_bad_rows: int = 0, wait_seconds: float = 0,
+              executor: str = "local", dask_address: str | None = None, partitions: int | None = None) -> dict:
     """Evaluate one month-end (and re-evaluate every later published month, in order).
 
-    Without ``month`` (a scheduled run), the month just ended at the run's scheduled time.
+    Without ``month`` (a scheduled run), the month just ended at the run's scheduled time. ``executor``
+    ``dask`` evaluates each program-month in ``partitions`` buckets of customers on the Dask scheduler at
+    ``dask_address`` (default: a temporary local cluster); see docs/dask.md.
     """
     month = month or str(scheduled_month())
-    return _run(input_dir, month, month, warehouse_dir, programs, max_bad_rows, wait_seconds)
+    return _run(input_dir, month, month, warehouse_dir, programs, max_bad_rows, wait_seconds,
+                executor, dask_address, partitions)
 
 
 @flow(name="tiers-backfill", log_prints=True)
 def backfill(input_dir: str, first: str, last: str, warehouse_dir: str = "data/warehouse",
-             programs: list[str] | None = None, max_bad_rows: int = 0, wait_seconds: float = 0) -> dict:
+             programs: list[str] | None = None, max_bad_rows: int = 0, wait_seconds: float = 0,
+             executor: str = "local", dask_address: str | None = None, partitions: int | None = None) -> dict:
     """Evaluate every month from ``first`` to ``last`` in order, carrying state month to month."""
-    return _run(input_dir, first, last, warehouse_dir, programs, max_bad_rows, wait_seconds)
+    return _run(input_dir, first, last, warehouse_dir, programs, max_bad_rows, wait_seconds,
+                executor, dask_address, partitions)

@@ -6,6 +6,9 @@
 
 from __future__ import annotations
 
+import shutil
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from prefect import task
@@ -13,9 +16,12 @@ from prefect.cache_policies import NO_CACHE
 
 from rules import load_programs, load_vocabularies
 from rules.loader import LoadedProgram, load_program
+from tiers import warehouse as warehouse_module
+from tiers.errors import StateError
 from tiers.months import Month
 from tiers.warehouse import Warehouse
 from transforms import evaluate as evaluation
+from transforms import partitioned
 from transforms.ingest import IngestResult, Ingestor
 
 
@@ -56,10 +62,66 @@ def ingest_month(input_dir: str, warehouse_dir: str, dataset: str, month: str, n
         return _ingestor(con, input_dir, warehouse, rules_file).ingest_month(dataset, Month.parse(month), needed_by)
 
 
+def load_program_or_file(program: str, rules_file: str | None) -> LoadedProgram:
+    [loaded] = [load_program(Path(rules_file))] if rules_file else load_programs([program])
+    return loaded
+
+
 @task(name="evaluate", task_run_name="evaluate-{program}-{month}", cache_policy=NO_CACHE, retries=2,
       retry_delay_seconds=2, retry_condition_fn=_transient)
 def evaluate(warehouse_dir: str, program: str, month: str, rules_file: str | None = None) -> evaluation.Evaluated:
     warehouse = Warehouse(Path(warehouse_dir))
-    [loaded] = [load_program(Path(rules_file))] if rules_file else load_programs([program])
+    loaded = load_program_or_file(program, rules_file)
     with warehouse.connect() as con:
         return evaluation.evaluate(con, warehouse, loaded, load_vocabularies(), Month.parse(month))
+
+
+# -- a partitioned evaluation (--executor dask): these run in the coordinator, its buckets on the workers
+#    (flows/fanout.py) -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BucketRun:
+    """What the bucket tasks of one program-month need: all small values."""
+
+    run_dir: str  # absolute: the workers see the staging folder at the same path
+    initial: bool
+    rules_version: str
+    memory_limit_bytes: int  # the coordinator's DuckDB limit, for each bucket's in-memory DuckDB
+
+
+@task(name="export-buckets", task_run_name="export-{program}-{month}", cache_policy=NO_CACHE, retries=2,
+      retry_delay_seconds=2, retry_condition_fn=_transient)
+def export_buckets(warehouse_dir: str, program: str, month: str, partitions: int,
+                   rules_file: str | None = None) -> BucketRun:
+    warehouse = Warehouse(Path(warehouse_dir))
+    loaded = load_program_or_file(program, rules_file)
+    run_dir = partitioned.new_run_dir(warehouse)
+    try:
+        with warehouse.connect() as con:
+            exported = partitioned.export(con, warehouse, loaded, Month.parse(month), run_dir, partitions)
+    except BaseException:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    return BucketRun(str(run_dir), exported.initial, loaded.version,
+                     partitioned.memory_bytes(warehouse_module.DEFAULT_MEMORY_LIMIT))
+
+
+@task(name="publish-buckets", task_run_name="publish-{program}-{month}", cache_policy=NO_CACHE, retries=2,
+      retry_delay_seconds=2, retry_condition_fn=_transient)
+def publish_buckets(warehouse_dir: str, program: str, month: str, run: BucketRun, partitions: int, results: list[dict],
+                    seconds: dict[str, float], executor: dict, rules_file: str | None = None) -> evaluation.Evaluated:
+    """The buckets' parts in one snapshot, ORDER BY customer_id, published with its manifest."""
+    warehouse = Warehouse(Path(warehouse_dir))
+    loaded = load_program_or_file(program, rules_file)
+    when = Month.parse(month)
+    if loaded.version != run.rules_version:
+        raise StateError(f"{program} {month}: {loaded.path} changed during the run ({run.rules_version} became "
+                         f"{loaded.version}); nothing was published for this month, run it again")
+    evaluation.check_tiers_defined(loaded, when, *partitioned.undefined_tiers(results))
+    with warehouse.connect() as con:
+        started = time.perf_counter()
+        staged, rows = partitioned.combine(con, warehouse, Path(run.run_dir), partitions)
+        seconds = {**seconds, "combine": time.perf_counter() - started}
+        target = evaluation.publish_snapshot(con, warehouse, loaded, when, staged, rows, seconds,
+                                             extra={"executor": executor})
+    return evaluation.Evaluated(program, month, str(target), rows, run.initial)

@@ -35,12 +35,19 @@ Programs = Annotated[
 ]
 MaxBadRows = Annotated[int, typer.Option("--max-bad-rows", min=0, help="Bad rows tolerated before nothing is published.")]
 Wait = Annotated[float, typer.Option("--wait", min=0, help="Seconds to wait for another run holding the warehouse.")]
+Executor = Annotated[str, typer.Option(
+    "--executor", help="local: evaluate in this process; dask: each month's customers in buckets on a Dask cluster.")]
+DaskAddress = Annotated[Optional[str], typer.Option(
+    "--dask-address", help="A Dask scheduler, tcp://HOST:PORT (docs/dask.md); default: a temporary local cluster.")]
+Partitions = Annotated[Optional[int], typer.Option(
+    "--partitions", min=1, help="Buckets of customers per program-month with --executor dask; default: 2 per worker thread.")]
 
 
+# DASK_LOGGING__DISTRIBUTED: Dask's own loggers (--executor dask), read when Dask is first imported.
 _QUIET_LOGGING = {"PREFECT_LOGGING_LEVEL": "CRITICAL", "PREFECT_LOGGING_ROOT_LEVEL": "CRITICAL",
-                  "PREFECT_SERVER_LOGGING_LEVEL": "CRITICAL"}
+                  "PREFECT_SERVER_LOGGING_LEVEL": "CRITICAL", "DASK_LOGGING__DISTRIBUTED": "critical"}
 _DEBUG_LOGGING = {"PREFECT_LOGGING_LEVEL": "INFO", "PREFECT_LOGGING_ROOT_LEVEL": "WARNING",
-                  "PREFECT_SERVER_LOGGING_LEVEL": "WARNING"}
+                  "PREFECT_SERVER_LOGGING_LEVEL": "WARNING", "DASK_LOGGING__DISTRIBUTED": "warning"}
 
 
 @app.callback()
@@ -80,6 +87,17 @@ def _plain_errors(command: Callable) -> Callable:
     return wrapper
 
 
+def _check_executor(executor: str, dask_address: Optional[str], partitions: Optional[int]) -> None:
+    """The executor options, and that the scheduler answers, before Prefect starts its server."""
+    from flows.runs import check_executor
+
+    check_executor(executor, dask_address, partitions)
+    if dask_address:
+        from flows.fanout import check_reachable
+
+        check_reachable(dask_address)
+
+
 def _print_summary(result: dict) -> None:
     for note in result["skipped"]:
         out.print(note, style="yellow", markup=False, highlight=False)
@@ -109,12 +127,17 @@ def run(
     warehouse: WarehouseDir = DEFAULT_WAREHOUSE,
     max_bad_rows: MaxBadRows = 0,
     wait: Wait = 0,
+    executor: Executor = "local",
+    dask_address: DaskAddress = None,
+    partitions: Partitions = None,
 ):
     """The month-end run: ingest what the window needs, evaluate, publish (and re-run later published months)."""
     from flows.runs import month_end
 
+    _check_executor(executor, dask_address, partitions)
     with progress.reporting(out):
-        result = month_end(str(input_dir), month, str(warehouse), program, max_bad_rows, wait)
+        result = month_end(str(input_dir), month, str(warehouse), program, max_bad_rows, wait,
+                           executor, dask_address, partitions)
     _print_summary(result)
 
 
@@ -128,12 +151,17 @@ def backfill(
     warehouse: WarehouseDir = DEFAULT_WAREHOUSE,
     max_bad_rows: MaxBadRows = 0,
     wait: Wait = 0,
+    executor: Executor = "local",
+    dask_address: DaskAddress = None,
+    partitions: Partitions = None,
 ):
     """Evaluate every month from --from to --to in order, carrying state month to month."""
     from flows.runs import backfill as backfill_flow
 
+    _check_executor(executor, dask_address, partitions)
     with progress.reporting(out):
-        result = backfill_flow(str(input_dir), first, last, str(warehouse), program, max_bad_rows, wait)
+        result = backfill_flow(str(input_dir), first, last, str(warehouse), program, max_bad_rows, wait,
+                               executor, dask_address, partitions)
     _print_summary(result)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import uuid
 from datetime import date
 from pathlib import Path
@@ -46,12 +47,21 @@ def published_months(warehouse: Warehouse, program: str) -> list[Month]:
     return sorted(months)
 
 
+# Folders a writing run stages: a partitioned evaluation's inputs and parts, and the Dask storage check.
+STAGED_RUN_FOLDERS = ("partitioned-*", "dask-probe-*")
+
+
 def clear_staging(warehouse: Warehouse) -> None:
-    """Remove snapshot and manifest files staged by a run that was killed before its rename. Call it
-    holding the writer lock: only a writing run stages these (reports stage their own, under report-*)."""
+    """Remove snapshot and manifest files (and partitioned-evaluation folders) staged by a run that was
+    killed before its rename. Call it holding the writer lock: only a writing run stages these (reports
+    stage their own, under report-*)."""
     for pattern in ("snapshot-*.parquet", "manifest-*.json"):
         for orphan in warehouse.staging.glob(pattern):
             orphan.unlink(missing_ok=True)
+    for pattern in STAGED_RUN_FOLDERS:
+        for orphan in warehouse.staging.glob(pattern):
+            if orphan.is_dir():
+                shutil.rmtree(orphan, ignore_errors=True)
 
 
 def published_programs(warehouse: Warehouse, month: Month | None = None) -> list[str]:

@@ -1,0 +1,293 @@
+"""``--executor dask``: each program-month's customers evaluated in buckets on a Dask cluster.
+
+Only evaluation fans out. The coordinator (the process running the flow) keeps the warehouse's
+DuckDB file, which one process alone may open: it ingests, exports each evaluation's inputs in buckets
+to the staging folder, and combines and publishes the buckets' parts (transforms/partitioned.py). The
+months, and the programs within a month, still run one after another, because month N+1 reads month
+N's published snapshot; only the buckets of one program-month run at the same time.
+
+``dask_cluster`` connects to the scheduler at ``--dask-address`` or starts a temporary LocalCluster (two
+worker processes of one thread, no dashboard, on 127.0.0.1), and checks, before anything is ingested,
+that every worker runs the same tiers code, reads and writes the staging folder at the same path, and
+reaches the Prefect API that the bucket tasks report to. It yields a ``Fanout`` whose prefect-dask
+``DaskTaskRunner`` stays open for the whole run: each program-month maps ``evaluate_bucket`` over its
+buckets with it (``DaskTaskRunner.map``, what ``task.map`` calls inside a flow whose task runner it is).
+The flows keep their own task runner, so the run's one connection serves every month; a subflow per
+program-month with its own task runner would cost about a second of Prefect bookkeeping each.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+import uuid
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import distributed
+import duckdb
+from prefect import task, unmapped
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import wait
+from prefect_dask import DaskTaskRunner
+
+from flows import tasks
+from tiers.errors import StateError, TiersError
+from tiers.months import Month
+from tiers.version import code_version
+from tiers.warehouse import Warehouse
+from transforms import partitioned
+
+# Seconds to reach the scheduler (and for its first worker); TIERS_DASK_TIMEOUT overrides.
+CONNECT_TIMEOUT = 10.0
+# The temporary cluster when no address is given: two worker processes, one thread each.
+LOCAL_WORKERS = 2
+# A worker's DuckDB gets TIERS_DUCKDB_MEMORY_LIMIT, but at most this share of the Dask worker's own
+# limit: past 95% of it the nanny restarts the worker, while DuckDB spills to disk at its limit.
+WORKER_MEMORY_SHARE = 0.5
+
+
+@dataclass(frozen=True)
+class Cluster:
+    address: str  # the scheduler's address
+    workers: int
+    threads: int  # worker threads in all: the default number of buckets is twice this
+
+    def default_partitions(self) -> int:
+        return max(1, 2 * self.threads)
+
+
+def _timeout() -> float:
+    text = os.environ.get("TIERS_DASK_TIMEOUT", str(CONNECT_TIMEOUT))
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1
+    if value <= 0:
+        raise TiersError(f"TIERS_DASK_TIMEOUT={text!r}: expected a number of seconds, such as 10")
+    return value
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+
+
+def _api_url() -> str | None:
+    """The Prefect API the coordinator talks to; bucket tasks on the workers report to it too."""
+    from prefect.context import FlowRunContext
+    from prefect.settings import PREFECT_API_URL
+
+    configured = PREFECT_API_URL.value()
+    if configured:
+        return configured
+    # Without PREFECT_API_URL, Prefect started a temporary server for this process (on 127.0.0.1).
+    context = FlowRunContext.get()
+    if context and context.client:
+        return str(context.client.api_url).rstrip("/")
+    return None
+
+
+@contextmanager
+def _temporary_api_url(url: str | None) -> Iterator[None]:
+    """Tasks sent to Dask carry the coordinator's Prefect settings. Without PREFECT_API_URL each worker
+    would start a temporary Prefect server of its own, so name the coordinator's for the run."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    if url is None or PREFECT_API_URL.value():
+        yield
+        return
+    with temporary_settings(updates={PREFECT_API_URL: url}):
+        yield
+
+
+def worker_check(probe: str, token: str, api_url: str | None) -> dict:
+    """Runs on each worker (Client.run): its code version, the staging folder, the Prefect API."""
+    report = {"code_version": code_version(), "duckdb": duckdb.__version__, "storage": None, "api": None, "wrote": None}
+    probe_file = Path(probe)
+    try:
+        if probe_file.read_text(encoding="utf-8") != token:
+            report["storage"] = f"{probe_file} holds something else than this run wrote"
+        else:
+            wrote = probe_file.with_name(f"worker-{uuid.uuid4().hex}")
+            wrote.write_text(token, encoding="utf-8")
+            report["wrote"] = str(wrote)
+    except OSError as error:
+        report["storage"] = f"cannot read and write {probe_file.parent} ({error.strerror or error})"
+    if api_url:
+        import httpx
+
+        try:
+            httpx.get(f"{api_url}/health", timeout=5)
+        except httpx.HTTPError as error:
+            report["api"] = f"cannot reach the Prefect API at {api_url} ({_first_line(error)})"
+    return report
+
+
+def _check_workers(client: distributed.Client, address: str, warehouse: Warehouse, api_url: str | None) -> None:
+    """Before anything is ingested: every worker can run this code on this warehouse's staging folder."""
+    probe_dir = warehouse.staging.resolve() / f"dask-probe-{uuid.uuid4().hex}"
+    probe_dir.mkdir(parents=True)
+    token = uuid.uuid4().hex
+    (probe_dir / "coordinator").write_text(token, encoding="utf-8")
+    try:
+        try:
+            reports = client.run(worker_check, str(probe_dir / "coordinator"), token, api_url)
+        except Exception as error:  # e.g. the worker cannot import this project
+            raise TiersError(
+                f"a Dask worker of {address} cannot run the tiers code ({_first_line(error)}); install this "
+                "project and its requirements.lock in every worker's Python environment (docs/dask.md)"
+            ) from None
+        mine = code_version()
+        for worker, report in sorted(reports.items()):
+            if report["code_version"] != mine or report["duckdb"] != duckdb.__version__:
+                raise TiersError(
+                    f"Dask worker {worker} runs tiers {report['code_version']} with DuckDB {report['duckdb']}, this "
+                    f"process tiers {mine} with DuckDB {duckdb.__version__}; install the same version everywhere"
+                )
+            if report["storage"] or not (report["wrote"] and Path(report["wrote"]).is_file()):
+                problem = report["storage"] or f"what it wrote ({report['wrote']}) is not visible here"
+                raise TiersError(
+                    f"Dask worker {worker}: {problem}; the warehouse's staging folder {warehouse.staging.resolve()} "
+                    "must be on storage every worker reads and writes at the same path (docs/dask.md)"
+                )
+            if report["api"]:
+                raise TiersError(
+                    f"Dask worker {worker} {report['api']}; set PREFECT_API_URL to a Prefect server that "
+                    "the workers can reach (docs/dask.md)"
+                )
+    finally:
+        shutil.rmtree(probe_dir, ignore_errors=True)
+
+
+def _unreachable(address: str, timeout: float, error: BaseException) -> TiersError:
+    return TiersError(f"--dask-address {address}: cannot reach a Dask scheduler there within {timeout:g} s "
+                      f"({_first_line(error)}); start one with `dask scheduler` (docs/dask.md)")
+
+
+def check_reachable(address: str) -> None:
+    """Connect to the scheduler and leave: the command line calls this before Prefect starts, so that a
+    wrong address fails in a second or two rather than after the run has started."""
+    timeout = _timeout()
+    try:
+        with distributed.Client(address, timeout=timeout, set_as_default=False):
+            pass
+    except Exception as error:
+        raise _unreachable(address, timeout, error) from None
+
+
+@contextmanager
+def dask_cluster(address: str | None, warehouse: Warehouse, partitions: int | None = None) -> Iterator["Fanout"]:
+    """The scheduler at ``address``, or a temporary local cluster closed on exit; checked before use.
+
+    ``partitions`` buckets per program-month; by default twice the cluster's worker threads."""
+    timeout = _timeout()
+    with ExitStack() as stack:
+        if address is None:
+            try:
+                local = stack.enter_context(distributed.LocalCluster(
+                    n_workers=LOCAL_WORKERS, threads_per_worker=1, processes=True, host="127.0.0.1",
+                    # No dashboard; the scheduler's small HTTP server (health, metrics) on any free local port.
+                    dashboard_address=None, scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+                    silence_logs=logging.ERROR,
+                ))
+            except Exception as error:
+                raise TiersError(f"could not start a local Dask cluster ({_first_line(error)})") from None
+            where = "the temporary local Dask cluster"
+            address = local.scheduler_address
+        else:
+            where = f"the Dask scheduler at {address}"
+        runner = stack.enter_context(DaskTaskRunner(address=address, client_kwargs={"timeout": timeout}))
+        try:
+            client = runner.client  # connects
+        except Exception as error:
+            if where.startswith("the temporary"):
+                raise TiersError(f"cannot connect to {where} ({_first_line(error)})") from None
+            raise _unreachable(address, timeout, error) from None
+        try:
+            client.wait_for_workers(1, timeout=timeout)
+        except TimeoutError:
+            raise TiersError(f"{where} has no workers after {timeout:g} s; start some with "
+                             f"`dask worker {address}` (docs/dask.md)") from None
+        nthreads = client.nthreads()
+        cluster = Cluster(address, len(nthreads), sum(nthreads.values()))
+        api_url = _api_url()
+        _check_workers(client, address, warehouse, api_url)
+        stack.enter_context(_temporary_api_url(api_url))
+        yield Fanout(runner, cluster, partitions or cluster.default_partitions())
+
+
+def _memory_limit_bytes(coordinator_limit: int) -> int:
+    """The coordinator's DuckDB limit, capped by a share of this Dask worker's memory limit."""
+    try:
+        worker_limit = distributed.get_worker().memory_manager.memory_limit
+    except (ValueError, AttributeError):  # not on a Dask worker (e.g. a thread pool)
+        worker_limit = None
+    if worker_limit:
+        return min(coordinator_limit, int(worker_limit * WORKER_MEMORY_SHARE))
+    return coordinator_limit
+
+
+@task(name="evaluate-bucket", task_run_name="evaluate-{program}-{month}-bucket-{bucket}", cache_policy=NO_CACHE,
+      retries=2, retry_delay_seconds=2, retry_condition_fn=tasks._transient)
+def evaluate_bucket(run_dir: str, bucket: int, program: str, month: str, rules_version: str, memory_limit_bytes: int,
+                    rules_file: str | None = None) -> dict:
+    """One bucket of customers, on whichever worker runs it: the rule tables are rebuilt here from the
+    program (or rule file), which must be the very file the coordinator exported for."""
+    from rules import load_vocabularies
+
+    loaded = tasks.load_program_or_file(program, rules_file)
+    if loaded.version != rules_version:
+        raise StateError(
+            f"{program} {month}: the rule file {loaded.path} on this Dask worker is {loaded.version}, the "
+            f"coordinator's is {rules_version}; install the same rules on every worker"
+        )
+    return partitioned.evaluate_bucket(Path(run_dir), bucket, loaded, load_vocabularies(), Month.parse(month),
+                                       _memory_limit_bytes(memory_limit_bytes))
+
+
+class Fanout:
+    """Evaluates one program-month at a time in buckets on the cluster behind ``runner`` (already open)."""
+
+    def __init__(self, runner: DaskTaskRunner, cluster: Cluster, partitions: int):
+        self.runner, self.cluster, self.partitions = runner, cluster, partitions
+
+    def evaluate(self, warehouse_dir: str, program: str, month: str, rules_file: str | None = None):
+        """Export the program-month in buckets, evaluate them on the workers, publish the whole."""
+        # The workers see the staging folder at the same path, not this process's working directory.
+        warehouse_dir = str(Path(warehouse_dir).resolve())
+        partitions = self.partitions
+        started = time.perf_counter()
+        exported = tasks.export_buckets(warehouse_dir, program, month, partitions, rules_file)
+        seconds = {"export": time.perf_counter() - started}
+        try:
+            started = time.perf_counter()
+            futures = self.runner.map(evaluate_bucket, {
+                "run_dir": unmapped(exported.run_dir), "bucket": range(partitions), "program": unmapped(program),
+                "month": unmapped(month), "rules_version": unmapped(exported.rules_version),
+                "memory_limit_bytes": unmapped(exported.memory_limit_bytes), "rules_file": unmapped(rules_file),
+            })
+            wait(futures)
+            results = []
+            for bucket, future in enumerate(futures):
+                try:
+                    results.append(future.result())
+                except TiersError:
+                    raise
+                except Exception as error:
+                    raise TiersError(
+                        f"{program} {month}: bucket {bucket} of {partitions} failed on the Dask cluster at "
+                        f"{self.cluster.address} ({_first_line(error)}); nothing was published for this month"
+                    ) from None
+            seconds["evaluate"] = time.perf_counter() - started
+            executor = {"name": "dask", "scheduler": self.cluster.address, "partitions": partitions,
+                        "bucket_seconds": {stage: round(sum(r["seconds"].get(stage, 0) for r in results), 3)
+                                           for stage in ("load", "figures", "decisions", "write")}}
+            return tasks.publish_buckets(warehouse_dir, program, month, exported, partitions, results, seconds,
+                                         executor, rules_file)
+        finally:
+            shutil.rmtree(exported.run_dir, ignore_errors=True)
