@@ -3,12 +3,15 @@
 -- fig_list, which the publisher spreads into pts_<figure> per scored figure and fig_<figure> per figure). Shown points are cut,
 -- not rounded, to the cent, so a shown figure reaches a threshold only when the exact one does.
 WITH component_points AS (
+    -- Lists in figure order: collected as (ord, value) pairs and sorted by ord, which costs far
+    -- less than an ordered aggregate over every customer's figures.
     SELECT customer_id,
-           list(CAST(CAST(coef * num * 100 // $points_scale AS DECIMAL(38, 0)) * 0.01 AS DECIMAL(18, 2))
-                ORDER BY ord) FILTER (WHERE coef IS NOT NULL) AS pts_list,
+           list_transform(list_sort(list({'ord': ord, 'value': CAST(CAST(coef * num * 100 // $points_scale AS DECIMAL(38, 0)) * 0.01 AS DECIMAL(18, 2))})
+                FILTER (WHERE coef IS NOT NULL)), lambda pair: pair.value) AS pts_list,
            -- Each figure's CNY value (an average daily balance, a month-end balance, a counted
            -- amount), cut to the cent: what `tiers explain` shows as the figures that decided.
-           list(CAST(CAST(num * 100 // scale AS DECIMAL(38, 0)) * 0.01 AS DECIMAL(18, 2)) ORDER BY ord) AS fig_list
+           list_transform(list_sort(list({'ord': ord, 'value': CAST(CAST(num * 100 // scale AS DECIMAL(38, 0)) * 0.01 AS DECIMAL(18, 2))})),
+                lambda pair: pair.value) AS fig_list
     FROM figure_measures
     GROUP BY customer_id
 )
