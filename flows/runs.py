@@ -69,7 +69,8 @@ def _run(input_dir: str, first: str, last: str, warehouse_dir: str, programs: li
         progress = current()
         progress.stage("ingest", 1 + len(plan.ingest))
         progress.stage("evaluate", len(plan.evaluations))
-        ingested = tasks.ingest_reference(input_dir, warehouse_dir)
+        ingested = tasks.ingest_reference(input_dir, warehouse_dir,
+                                          months_ahead=[(dataset, str(month)) for dataset, month, _ in plan.ingest])
         progress.advance("ingest", "reference files")
         for dataset, month, needed_by in plan.ingest:
             ingested.append(tasks.ingest_month(input_dir, warehouse_dir, dataset, str(month), needed_by))

@@ -47,10 +47,16 @@ def _ingestor(con, input_dir: str, warehouse: Warehouse, rules_file: str | None)
 
 @task(name="ingest-reference", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2,
       retry_condition_fn=_transient)
-def ingest_reference(input_dir: str, warehouse_dir: str, rules_file: str | None = None) -> list[IngestResult]:
+def ingest_reference(input_dir: str, warehouse_dir: str, rules_file: str | None = None,
+                     months_ahead: list[tuple[str, str]] | None = None) -> list[IngestResult]:
+    """The reference files; then the files of ``months_ahead`` (dataset, month), which the run ingests
+    next, start being hashed in the background."""
     warehouse = Warehouse(Path(warehouse_dir))
     with warehouse.connect() as con:
-        return _ingestor(con, input_dir, warehouse, rules_file).ingest_all_reference()
+        ingestor = _ingestor(con, input_dir, warehouse, rules_file)
+        results = ingestor.ingest_all_reference()
+        ingestor.hash_months_ahead([(dataset, Month.parse(month)) for dataset, month in months_ahead or []])
+        return results
 
 
 @task(name="ingest-month", task_run_name="ingest-{dataset}-{month}", cache_policy=NO_CACHE, retries=2,

@@ -16,8 +16,9 @@ from tiers.errors import TiersError, WarehouseBusyError
 from transforms import runner
 
 DEFAULT_WAREHOUSE = Path("data/warehouse")
-# DuckDB spills to disk past this; the month-end run shares its machine with other jobs.
-DEFAULT_MEMORY_LIMIT = os.environ.get("TIERS_DUCKDB_MEMORY_LIMIT", "4GB")
+# DuckDB spills to disk past this; the month-end run shares its machine with other jobs. 3 GB keeps the
+# whole process (DuckDB, Python, Prefect's client) under 4 GB resident.
+DEFAULT_MEMORY_LIMIT = os.environ.get("TIERS_DUCKDB_MEMORY_LIMIT", "3GB")
 _MEMORY = re.compile(r"^[0-9]+(\.[0-9]+)?\s*[KMGT]i?B$")
 
 

@@ -329,6 +329,13 @@ class Ingestor:
     def ingest_all_reference(self) -> list[IngestResult]:
         return [self.ingest_reference(dataset, required) for dataset, required in REFERENCE_DATASETS]
 
+    def hash_months_ahead(self, months: list[tuple[str, Month]]) -> None:
+        """Hash the files of the months this run will ingest, in that order, while it ingests them."""
+        files = []
+        for dataset, month in months:
+            files += landing.month_source(self.input_dir, dataset, month, "this run").files
+        landing.hash_ahead(self.con, files)
+
     def _month_is_current(self, source: landing.Source, fingerprint: str) -> bool:
         stored = self._stored(source.dataset, source.month)
         if not stored or stored[0] != fingerprint:

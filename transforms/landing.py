@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import csv
 import re
+import threading
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,17 +106,56 @@ def month_source(input_dir: Path, dataset: str, month: Month, needed_by: str) ->
     return Source(dataset, month, (path,))
 
 
+# Files being hashed ahead on a background thread, by (path, size, mtime_ns): see hash_ahead.
+_AHEAD: dict[tuple[str, int, int], Future] = {}
+
+
+def _checksum_key(path: Path) -> dict:
+    stat = path.stat()
+    return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def _cached_sha256(con: duckdb.DuckDBPyConnection, key: dict) -> str | None:
+    cached = con.execute(
+        "SELECT sha256 FROM file_checksums WHERE path = $path AND size = $size AND mtime_ns = $mtime_ns", key
+    ).fetchone()
+    return cached[0] if cached else None
+
+
+def hash_ahead(con: duckdb.DuckDBPyConnection, paths: list[Path]) -> None:
+    """Start hashing, in order and on one background thread, the files among ``paths`` whose SHA-256 the
+    warehouse has not cached. A bank's month of files takes seconds to hash (hashlib releases the GIL),
+    which then overlaps validating the month before instead of adding to it; file_sha256 picks the
+    results up."""
+    pending = []
+    for path in paths:
+        key = _checksum_key(path)
+        if _cached_sha256(con, key) is None and (key["path"], key["size"], key["mtime_ns"]) not in _AHEAD:
+            future: Future = Future()
+            _AHEAD[(key["path"], key["size"], key["mtime_ns"])] = future
+            pending.append((path, future))
+
+    def work() -> None:
+        for path, future in pending:
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(sha256_file(path))
+                except BaseException as error:  # handed to whoever asks for this file's checksum
+                    future.set_exception(error)
+
+    if pending:
+        threading.Thread(target=work, name="hash-ahead", daemon=True).start()
+
+
 def file_sha256(path: Path, con: duckdb.DuckDBPyConnection | None = None) -> str:
     """SHA-256 of a file, cached in the warehouse by (path, size, mtime) when a connection is given."""
-    stat = path.stat()
-    key = {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    key = _checksum_key(path)
     if con is not None:
-        cached = con.execute(
-            "SELECT sha256 FROM file_checksums WHERE path = $path AND size = $size AND mtime_ns = $mtime_ns", key
-        ).fetchone()
+        cached = _cached_sha256(con, key)
         if cached:
-            return cached[0]
-    sha = sha256_file(path)
+            return cached
+    ahead = _AHEAD.pop((key["path"], key["size"], key["mtime_ns"]), None)
+    sha = ahead.result() if ahead is not None else sha256_file(path)
     if con is not None:
         con.execute("DELETE FROM file_checksums WHERE path = $path", {"path": key["path"]})
         con.execute("INSERT INTO file_checksums VALUES ($path, $size, $mtime_ns, $sha)", {**key, "sha": sha})
