@@ -625,6 +625,17 @@ def _validated(bench, path: Path, dataset: str, columns: str) -> list[tuple]:
     return bench.query(f"SELECT source_row, {columns} FROM validated_{dataset} ORDER BY source_row")
 
 
+def _typed_as_text(bench, tmp_path: Path, dataset: str, typed: dict, columns: str) -> list[tuple]:
+    """Validate ``typed`` columns written as Parquet, and as their text in a CSV; every row must come out
+    the same (Parquet rows count from 1, CSV lines from 2, after the header). Returns the Parquet rows."""
+    parquet = tmp_path / "typed.parquet"
+    pq.write_table(pa.table(typed), parquet)
+    from_csv = _validated(bench, write_landing_file(tmp_path / "text.csv", _as_text(typed)), dataset, columns)
+    from_parquet = _validated(bench, parquet, dataset, columns)
+    assert from_parquet == [(row - 1, *rest) for row, *rest in from_csv]
+    return from_parquet
+
+
 BIG = D("9999999999999999.99")  # the largest amount DECIMAL(18, 2) holds
 
 
@@ -659,14 +670,7 @@ def test_typed_balance_columns_read_as_their_text(bench, tmp_path, balance_type)
         "balance": pa.array(amounts, balance_type),
         "currency": currencies,
     }
-    parquet = tmp_path / "typed.parquet"
-    pq.write_table(pa.table(typed), parquet)
-    csv_path = write_landing_file(tmp_path / "text.csv", _as_text(typed))
-
-    columns = "problem_column, reason, day, balance_cny"
-    from_parquet = _validated(bench, parquet, "balances", columns)
-    # Parquet rows count from 1, CSV lines from 2 (after the header).
-    assert from_parquet == [(row - 1, *rest) for row, *rest in _validated(bench, csv_path, "balances", columns)]
+    from_parquet = _typed_as_text(bench, tmp_path, "balances", typed, "problem_column, reason, day, balance_cny")
     reasons = [r[2] for r in from_parquet]
     if balance_type == pa.decimal128(19, 3):  # 12.500: three decimals are unparseable, as in text
         assert reasons == ["unparseable"] * 4 + ["missing_value", "unparseable"]
@@ -688,12 +692,7 @@ def test_typed_transaction_columns_read_as_their_text(bench, tmp_path):
         "amount": pa.array(amounts, pa.decimal128(18, 2)),
         "fee_factor": pa.array(fees, pa.decimal128(3, 2)),
     }
-    parquet = tmp_path / "typed.parquet"
-    pq.write_table(pa.table(typed), parquet)
-    csv_path = write_landing_file(tmp_path / "text.csv", _as_text(typed))
-    columns = "problem_column, reason, fee, amount_cny"
-    from_parquet = _validated(bench, parquet, "transactions", columns)
-    assert from_parquet == [(row - 1, *rest) for row, *rest in _validated(bench, csv_path, "transactions", columns)]
+    from_parquet = _typed_as_text(bench, tmp_path, "transactions", typed, "problem_column, reason, fee, amount_cny")
     assert [(r[2], r[3], r[4]) for r in from_parquet] == [
         (None, D("0.5"), D("10.00")), (None, D("1"), D("0.01")), ("out_of_range", D("1.5"), D("5.00")),
         (None, D("1"), D("7.00")), ("out_of_range", D("0.25"), D("-1.00"))]
