@@ -382,8 +382,8 @@ class Ingestor:
                     key,
                 )
                 self._record(source, fingerprint, files, time.perf_counter() - started)
-        except duckdb.Error as error:
-            # Files are read while validating now, not while staging: a page that cannot be decoded
-            # shows here. DuckDB's message names the file.
+        except (duckdb.IOException, duckdb.InvalidInputException) as error:
+            # A month's Parquet files are read while validating, not while staging: a page that cannot
+            # be read or decoded shows here (DuckDB's message names the file). Other errors are bugs.
             raise InputError(f"{source.label}: cannot be read ({landing.first_line(error)})") from None
         return IngestResult(dataset, str(month), read_now=True, files=files)
