@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import duckdb
 import pyarrow as pa
@@ -44,9 +44,15 @@ _REFERENCE_TABLES = {
 # Per monthly dataset, the small tables validation computes once, in order (sql/<name>.sql): one
 # scan sums or counts the month into small groups (per account; per customer and id hash), and
 # duplicates and customers are read from those; only suspected duplicates are read again.
+class MonthSummaries(NamedTuple):
+    groups: str
+    duplicates: str
+    customers: str
+
+
 _MONTH_SUMMARIES = {
-    "balances": ("balance_accounts", "balance_duplicates", "balance_customers"),
-    "transactions": ("transaction_groups", "transaction_duplicates", "transaction_customers"),
+    "balances": MonthSummaries("balance_accounts", "balance_duplicates", "balance_customers"),
+    "transactions": MonthSummaries("transaction_groups", "transaction_duplicates", "transaction_customers"),
 }
 # Per monthly dataset: the table a month's rows are summed into, and the SQL file that does it.
 _MONTH_TABLES = {"balances": ("balance_month", "balance_month"), "transactions": ("txn_figure_month", "txn_figure_month")}
@@ -98,11 +104,11 @@ def month_may_have_bad_rows(con: duckdb.DuckDBPyConnection, dataset: str) -> boo
     """Whether any row of the month validated by ``validate_month`` can have a problem, from its small
     tables: a row failed a check of its own, names an unknown customer, shares its key, or cannot be
     converted. Each problem in validated_<dataset> comes from exactly one of these."""
-    row = dataset.removesuffix("s")
+    summaries = _MONTH_SUMMARIES[dataset]
     [(problems,)] = con.execute(
-        f"SELECT (SELECT count(*) FROM {row}_customers "
+        f"SELECT (SELECT count(*) FROM {summaries.customers} "
         f"        WHERE rows_failed > 0 OR rows_not_converted > 0 OR (rows_passed > 0 AND NOT known))"
-        f" + (SELECT count(*) FROM {row}_duplicates)"
+        f" + (SELECT count(*) FROM {summaries.duplicates})"
     ).fetchall()
     return problems > 0
 
@@ -248,11 +254,17 @@ class Ingestor:
             raise
         self.con.execute("COMMIT")
 
+    def _keep_rejected(self, validated: str, scan: bool = True) -> None:
+        """The bad rows of ``validated`` in the table ``rejected`` (empty, without a scan, when not ``scan``)."""
+        self.con.execute(f"CREATE OR REPLACE TEMP TABLE rejected AS SELECT * FROM {validated} "
+                         + ("WHERE reason IS NOT NULL" if scan else "LIMIT 0"))
+
     def _validate(self, source: landing.Source) -> str:
-        """A reference file: staged as text, validated into a table (small files)."""
+        """A reference file: staged as text, validated into a table (small files); its bad rows in ``rejected``."""
         landing.stage(self.con, source, f"staged_{source.dataset}")
         validated = f"validated_{source.dataset}"
         runner.create_table_as(self.con, validated, validated, **vocabulary_params(self.vocab))
+        self._keep_rejected(validated)
         return validated
 
     def _validate_month(self, source: landing.Source) -> str:
@@ -260,9 +272,7 @@ class Ingestor:
         Looking for them costs a scan of every row, which the small tables let a clean month skip."""
         landing.land(self.con, source)
         validated = validate_month(self.con, source.dataset, source.month, self.vocab)
-        clean = not month_may_have_bad_rows(self.con, source.dataset)
-        self.con.execute(f"CREATE OR REPLACE TEMP TABLE rejected AS SELECT * FROM {validated} "
-                         + ("LIMIT 0" if clean else "WHERE reason IS NOT NULL"))
+        self._keep_rejected(validated, scan=month_may_have_bad_rows(self.con, source.dataset))
         return validated
 
     def _file_counts(self, source: landing.Source, rows: str, bad: str) -> list[FileCount]:
@@ -317,7 +327,6 @@ class Ingestor:
             return IngestResult(dataset, None, read_now=False, files=self._stored_files(dataset, None))
         started = time.perf_counter()
         validated = self._validate(source)
-        self.con.execute(f"CREATE OR REPLACE TEMP TABLE rejected AS SELECT * FROM {validated} WHERE reason IS NOT NULL")
         files = self._file_counts(source, validated, "rejected")
         self._write_quarantine(dataset, None, "rejected")
         with self._transaction():
@@ -378,7 +387,7 @@ class Ingestor:
                 # in that re-reads the month.
                 self.con.execute(
                     f"INSERT INTO month_customers SELECT $dataset, $month, customer_id, known "
-                    f"FROM {dataset.removesuffix('s')}_customers WHERE rows_passed > 0",
+                    f"FROM {_MONTH_SUMMARIES[dataset].customers} WHERE rows_passed > 0",
                     key,
                 )
                 self._record(source, fingerprint, files, time.perf_counter() - started)
