@@ -328,6 +328,32 @@ def test_card_spending_exclusions_are_boc_only(bench):
     }
 
 
+def test_only_good_rows_count_and_the_rest_of_their_customers_month_still_does(bench):
+    """Figures are summed per customer in the month's scan; a customer with a row whose txn_id another
+    row shares is summed again from the good rows. Each kind of bad row counts for nothing."""
+    bench.customers("clean", "shared", "across", "bad_row", "no_rate")
+    bench.ingest("transactions", "2025-06", [
+        txn("c1", "clean", "card_pos", "100.00"),
+        txn("s1", "shared", "card_pos", "10.00"),
+        txn("dup", "shared", "card_pos", "20.00"),
+        txn("dup", "shared", "card_pos", "30.00"),
+        txn("a1", "across", "card_pos", "1.00"),
+        txn("dup", "across", "card_pos", "40.00"),  # shares the id with another customer's rows
+        txn("b1", "bad_row", "card_pos", "0"),
+        txn("b2", "bad_row", "card_pos", "5.00"),
+        txn("n1", "no_rate", "card_pos", "7.00", currency="JPY"),
+        txn("n2", "no_rate", "card_pos", "3.00"),
+        txn("g1", "ghost", "card_pos", "50.00"),  # not a known customer
+    ])
+    assert dict(bench.query("SELECT reason, count(*) FROM validated_transactions GROUP BY reason")) == {
+        None: 5, "duplicate_key": 3, "out_of_range": 1, "no_fx_rate": 1, "unknown_customer": 1}
+
+    expected = {"clean": D("100.00"), "shared": D("10.00"), "across": D("1.00"), "bad_row": D("5.00"),
+                "no_rate": D("3.00")}
+    assert counted(bench, "icbc_star", "card_spend") == expected
+    assert counted(bench, "boc_vip", "card_spending") == expected
+
+
 def test_boc_card_spending_window_is_the_last_twelve_months(bench):
     bench.customers("exact", "inside", "outside", "over_limit_month")
     bench.txn_sum("boc_vip", "card_spending", "2025-12", "exact", "100000.00")

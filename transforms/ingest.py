@@ -25,7 +25,7 @@ from rules.compile import rule_tables
 from rules.loader import VOCABULARIES_FILE, LoadedProgram, Vocabularies
 from tiers.errors import InputError
 from tiers.months import Month
-from transforms import landing, runner
+from transforms import landing, runner, txn_figures
 
 # Reference datasets in load order: the others are validated against customers, months against fx_rates.
 REFERENCE_DATASETS = (("customers", True), ("fx_rates", False), ("products", False), ("credit_events", False))
@@ -138,7 +138,8 @@ class Ingestor:
 
     # -- rules shared by every month ------------------------------------------------------------
     def _register_txn_rules(self, programs: list[LoadedProgram]) -> None:
-        """Every program's transaction figures, so one read of a month serves all programs."""
+        """Every program's transaction figures as the aggregate macro txn_figure_sums (txn_figures.py), so
+        one read of a month serves all programs; the rules' digest is part of each month's fingerprint."""
         figure_rows, mcc_rows = [], []
         for loaded in programs:
             tables = rule_tables(loaded, self.vocab)
@@ -163,8 +164,7 @@ class Ingestor:
         self.excluded_mcc = pa.Table.from_pylist(
             mcc_rows, schema=pa.schema([("program", pa.string()), ("figure", pa.string()), ("mcc", pa.string())])
         )
-        self.con.register("txn_figure_rules", self.txn_rules)
-        self.con.register("txn_excluded_mcc", self.excluded_mcc)
+        txn_figures.define_txn_figure_sums(self.con, self.txn_rules.to_pylist(), self.excluded_mcc.to_pylist())
         self.txn_rules_sha = _digest(
             json.dumps(self.txn_rules.to_pylist(), default=str, sort_keys=True),
             json.dumps(self.excluded_mcc.to_pylist(), sort_keys=True),

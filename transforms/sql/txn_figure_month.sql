@@ -1,32 +1,27 @@
--- txn_figure_month for one month: each program's transaction figures, counted per transaction as
--- round_half_up(min(amount_cny, cap) * fee_factor, 2) after the program's exclusions, then summed.
+-- txn_figure_month for one month: each program's transaction figures per customer, each transaction
+-- counted as txn_counted after the program's exclusions, over the good rows only (txn_figure_sums).
+-- A known customer without a row whose txn_id another row shares has them summed already in the
+-- month's scan (transaction_groups, over the rows that pass their own checks and convert, which for
+-- such a customer are exactly the good rows); a customer with such a row is summed again from the
+-- validated rows. Unknown customers' rows are all bad: they have no figures.
 INSERT INTO txn_figure_month
-WITH good AS (
-    SELECT customer_id, txn_type, amount_cny, fee, merchant_category
-    FROM validated_transactions
-    WHERE reason IS NULL
+WITH duplicated AS (
+    SELECT DISTINCT customer_id FROM transaction_duplicates WHERE customer_id IS NOT NULL
 ),
-counted AS (
-    SELECT
-        f.program,
-        f.figure,
-        t.customer_id,
-        CASE
-            -- Most rows count in full: no product, no rounding to do.
-            WHEN NOT f.apply_fee_factor OR t.fee = 1
-                THEN least(t.amount_cny, COALESCE(f.cap_per_transaction, t.amount_cny))
-            -- Widened first: DECIMAL(18, 2) * DECIMAL(9, 6) overflows DuckDB's 18-digit multiply.
-            ELSE round(CAST(least(t.amount_cny, COALESCE(f.cap_per_transaction, t.amount_cny)) AS DECIMAL(38, 2))
-                       * t.fee, 2)
-        END AS counted
-    FROM good AS t
-    JOIN txn_figure_rules AS f ON f.txn_type = t.txn_type
-    WHERE (f.exclude_single_above IS NULL OR t.amount_cny <= f.exclude_single_above)
-      AND NOT EXISTS (
-          SELECT 1 FROM txn_excluded_mcc AS e
-          WHERE e.program = f.program AND e.figure = f.figure AND e.mcc = t.merchant_category
-      )
+customer_sums AS (
+    SELECT g.customer_id, g.figure_sums
+    FROM transaction_groups AS g
+    JOIN customers AS k ON k.customer_id = g.customer_id
+    WHERE NOT g.is_id_hash AND g.customer_id NOT IN (SELECT customer_id FROM duplicated)
+    UNION ALL
+    SELECT customer_id, txn_figure_sums(reason IS NULL, txn_type, amount_cny, fee, merchant_category)
+    FROM validated_transactions
+    WHERE customer_id IN (SELECT customer_id FROM duplicated)
+    GROUP BY customer_id
+),
+figure_sum AS (
+    SELECT customer_id, unnest(figure_sums) AS f FROM customer_sums
 )
-SELECT program, figure, CAST($month_start AS DATE) AS month, customer_id, sum(counted) AS counted
-FROM counted
-GROUP BY program, figure, customer_id
+SELECT f.program, f.figure, CAST($month_start AS DATE) AS month, customer_id, f.counted
+FROM figure_sum
+WHERE f.counted IS NOT NULL
