@@ -1,9 +1,9 @@
 -- txn_figure_month for one month: each program's transaction figures per customer, each transaction
 -- counted as txn_counted after the program's exclusions, over the good rows only (txn_figure_sums).
--- A known customer without a row whose txn_id another row shares has them summed already in the
--- month's scan (transaction_groups, over the rows that pass their own checks and convert, which for
--- such a customer are exactly the good rows); a customer with such a row is summed again from the
--- validated rows. Unknown customers' rows are all bad: they have no figures.
+-- The month's scan (transaction_groups) summed every customer's rows that pass their own checks and
+-- convert; for a known customer none of whose rows shares its txn_id, those are exactly the good rows.
+-- A customer with a shared txn_id is summed again from the validated rows. An unknown customer's rows
+-- are all bad: no figures.
 INSERT INTO txn_figure_month
 WITH duplicated AS (
     SELECT DISTINCT customer_id FROM transaction_duplicates WHERE customer_id IS NOT NULL
