@@ -55,7 +55,7 @@ class Bench:
         self.con = duckdb.connect()
         runner.run(self.con, "warehouse_schema")
         self.warehouse = Warehouse(root)
-        # The programs' transaction rules (txn_figure_rules / txn_excluded_mcc), registered as ingestion does.
+        # The programs' transaction figures (the macro txn_figure_sums), defined as ingestion does.
         Ingestor(self.con, root / "landing", root / "quarantine", VOCAB, [ICBC, BOC])
 
     # -- reference data ---------------------------------------------------------------------------
