@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Iterator, NamedTuple
 
 import duckdb
-import pyarrow as pa
 
 from rules.compile import rule_tables
 from rules.loader import VOCABULARIES_FILE, LoadedProgram, Vocabularies
@@ -154,20 +153,10 @@ class Ingestor:
                          "exclude_single_above": figure["exclude_single_above"]}
                     )
             mcc_rows += [{"program": loaded.name, **row} for row in tables["rule_excluded_mcc"].to_pylist()]
-        money = pa.decimal128(18, 2)
-        self.txn_rules = pa.Table.from_pylist(
-            figure_rows,
-            schema=pa.schema([("program", pa.string()), ("figure", pa.string()), ("txn_type", pa.string()),
-                              ("cap_per_transaction", money), ("apply_fee_factor", pa.bool_()),
-                              ("exclude_single_above", money)]),
-        )
-        self.excluded_mcc = pa.Table.from_pylist(
-            mcc_rows, schema=pa.schema([("program", pa.string()), ("figure", pa.string()), ("mcc", pa.string())])
-        )
-        txn_figures.define_txn_figure_sums(self.con, self.txn_rules.to_pylist(), self.excluded_mcc.to_pylist())
+        # rule_tables typed the money columns already (DECIMAL(18, 2)), so the rows are used as they are.
+        txn_figures.define_txn_figure_sums(self.con, figure_rows, mcc_rows)
         self.txn_rules_sha = _digest(
-            json.dumps(self.txn_rules.to_pylist(), default=str, sort_keys=True),
-            json.dumps(self.excluded_mcc.to_pylist(), sort_keys=True),
+            json.dumps(figure_rows, default=str, sort_keys=True), json.dumps(mcc_rows, sort_keys=True)
         )
 
     # -- bookkeeping -----------------------------------------------------------------------------

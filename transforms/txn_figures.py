@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 from itertools import groupby
+from operator import itemgetter
 
 import duckdb
 
@@ -52,7 +53,7 @@ def define_txn_figure_sums(con: duckdb.DuckDBPyConnection, figure_rules: list[di
     rule files; they are quoted as literals all the same.
     """
     runner.run(con, "txn_counted")
-    by_figure = lambda row: (row["program"], row["figure"])  # noqa: E731
+    by_figure = itemgetter("program", "figure")
     mccs: dict[tuple[str, str], list[str]] = {}
     for row in excluded_mcc:
         mccs.setdefault(by_figure(row), []).append(row["mcc"])
