@@ -256,13 +256,13 @@ class Fanout:
     def __init__(self, runner: DaskTaskRunner, cluster: Cluster, partitions: int):
         self.runner, self.cluster, self.partitions = runner, cluster, partitions
 
-    def evaluate(self, warehouse_dir: str, program: str, month: str, rules_file: str | None = None):
-        """Export the program-month in buckets, evaluate them on the workers, publish the whole."""
+    def evaluate(self, warehouse_dir: str, program: str, month: str, run_id: str, rules_file: str | None = None):
+        """Export the program-month in buckets, evaluate them on the workers, stage the whole in run ``run_id``."""
         # The workers see the staging folder at the same path, not this process's working directory.
         warehouse_dir = str(Path(warehouse_dir).resolve())
         partitions = self.partitions
         started = time.perf_counter()
-        exported = tasks.export_buckets(warehouse_dir, program, month, partitions, rules_file)
+        exported = tasks.export_buckets(warehouse_dir, program, month, partitions, rules_file, run_id)
         seconds = {"export": time.perf_counter() - started}
         try:
             started = time.perf_counter()
@@ -287,7 +287,7 @@ class Fanout:
             executor = {"name": "dask", "scheduler": self.cluster.address, "partitions": partitions,
                         "bucket_seconds": {stage: round(sum(r["seconds"].get(stage, 0) for r in results), 3)
                                            for stage in ("load", "figures", "decisions", "write")}}
-            return tasks.publish_buckets(warehouse_dir, program, month, exported, partitions, results, seconds,
-                                         executor, rules_file)
+            return tasks.stage_buckets(warehouse_dir, program, month, exported, partitions, results, seconds,
+                                       executor, run_id, rules_file)
         finally:
             shutil.rmtree(exported.run_dir, ignore_errors=True)

@@ -1,5 +1,6 @@
 """What a run must do, decided before anything is read: which program evaluates which months (with
-the cascade over later published months), and which dataset-months must be ingested for their windows."""
+the cascade over later published months, and over what an unfinished run left), and which dataset-months
+must be ingested for their windows."""
 
 from __future__ import annotations
 
@@ -20,6 +21,15 @@ class RunPlan:
     evaluations: list[tuple[Month, str]] = field(default_factory=list)  # (month, program), in run order
     ingest: list[tuple[str, Month, str]] = field(default_factory=list)  # (dataset, month, needed_by)
     skipped: list[str] = field(default_factory=list)  # programs left out, with the reason
+    resumed: list[str] = field(default_factory=list)  # cascades of an unfinished run this run takes over
+
+    @property
+    def firsts(self) -> dict[str, Month]:
+        """Each program's first evaluated month: where the run's cascade starts."""
+        firsts: dict[str, Month] = {}
+        for month, program in self.evaluations:
+            firsts.setdefault(program, month)
+        return firsts
 
 
 def months_for(warehouse: Warehouse, program: str, first: Month, last: Month) -> list[Month]:
@@ -38,14 +48,39 @@ def _needs(loaded: LoadedProgram, months: list[Month]) -> list[tuple[str, Month,
     return [(dataset, month, needed_by) for (dataset, month), needed_by in needs.items()]
 
 
+def _before_landing(input_dir: Path, dataset: str, month: Month) -> bool:
+    """Whether ``month`` comes before the first month of ``dataset`` in the landing folder (a bank's
+    first months: history that was never extracted, not a gap)."""
+    landed = landing.landed_months(input_dir, dataset)
+    return bool(landed) and month < landed[0]
+
+
+def _resume_from(warehouse: Warehouse, program: str, first: Month, unfinished: dict[str, Month]) -> Month:
+    """An unfinished run's cascade is taken over when it reaches a published month: those months may
+    have been computed from data that run already replaced in the warehouse."""
+    pending = unfinished.get(program)
+    if pending is None or pending >= first:
+        return first
+    if not any(month >= pending for month in snapshots.published_months(warehouse, program)):
+        return first
+    return pending
+
+
 def plan_run(input_dir: Path, warehouse: Warehouse, programs: list[LoadedProgram], first: Month, last: Month,
-             programs_named: bool) -> RunPlan:
-    """Programs named on the command line must run; otherwise one lacking history is reported and skipped."""
+             programs_named: bool, unfinished: dict[str, Month] | None = None) -> RunPlan:
+    """A month missing from a window fails the run, named or not. The one exception: a program nobody
+    named, with nothing published, whose window starts before the landing folder's first month (the
+    bank's first months) is skipped and reported. ``unfinished``: programs whose re-evaluation from a
+    month a stopped run left undone (snapshots.unfinished_cascades); this run re-evaluates from there."""
     plan = RunPlan()
     wanted: dict[tuple[str, Month], str] = {}
     by_month: dict[Month, list[str]] = {}
     for loaded in programs:
-        months = months_for(warehouse, loaded.name, first, last)
+        start = _resume_from(warehouse, loaded.name, first, unfinished or {})
+        if start < first:
+            plan.resumed.append(f"{loaded.name}: re-evaluating from {start}, where an unfinished run's re-evaluation "
+                                "started (it stopped before publishing)")
+        months = months_for(warehouse, loaded.name, start, last)
         # A broken chain of months fails the whole run before any program publishes anything.
         check_chain(warehouse, loaded.name, months)
         needs = _needs(loaded, months)
@@ -54,9 +89,12 @@ def plan_run(input_dir: Path, warehouse: Warehouse, programs: list[LoadedProgram
             for dataset, month, needed_by in needs:
                 landing.month_source(input_dir, dataset, month, needed_by)
         except InputError as missing:
-            if programs_named:
+            skippable = (not programs_named and not snapshots.published_months(warehouse, loaded.name)
+                         and _before_landing(input_dir, dataset, month))
+            if not skippable:
                 raise
-            plan.skipped.append(f"{loaded.name}: skipped, its window lacks history ({missing})")
+            plan.skipped.append(f"{loaded.name}: skipped, its window starts before the landing folder's first "
+                                f"month and nothing of it is published yet ({missing})")
             continue
         for dataset, month, needed_by in needs:
             wanted.setdefault((dataset, month), needed_by)

@@ -75,11 +75,14 @@ def load_program_or_file(program: str, rules_file: str | None) -> LoadedProgram:
 
 @task(name="evaluate", task_run_name="evaluate-{program}-{month}", cache_policy=NO_CACHE, retries=2,
       retry_delay_seconds=2, retry_condition_fn=_transient)
-def evaluate(warehouse_dir: str, program: str, month: str, rules_file: str | None = None) -> evaluation.Evaluated:
+def evaluate(warehouse_dir: str, program: str, month: str, rules_file: str | None = None,
+             run_id: str | None = None) -> evaluation.Evaluated:
+    """Evaluate into run ``run_id``'s staging, which the run publishes with all its months (snapshots.commit_run);
+    without a run, the month is published on its own at once."""
     warehouse = Warehouse(Path(warehouse_dir))
     loaded = load_program_or_file(program, rules_file)
     with warehouse.connect() as con:
-        return evaluation.evaluate(con, warehouse, loaded, load_vocabularies(), Month.parse(month))
+        return evaluation.evaluate(con, warehouse, loaded, load_vocabularies(), Month.parse(month), run_id)
 
 
 # -- a partitioned evaluation (--executor dask): these run in the coordinator, its buckets on the workers
@@ -97,14 +100,14 @@ class BucketRun:
 
 @task(name="export-buckets", task_run_name="export-{program}-{month}", cache_policy=NO_CACHE, retries=2,
       retry_delay_seconds=2, retry_condition_fn=_transient)
-def export_buckets(warehouse_dir: str, program: str, month: str, partitions: int,
-                   rules_file: str | None = None) -> BucketRun:
+def export_buckets(warehouse_dir: str, program: str, month: str, partitions: int, rules_file: str | None = None,
+                   run_id: str | None = None) -> BucketRun:
     warehouse = Warehouse(Path(warehouse_dir))
     loaded = load_program_or_file(program, rules_file)
     run_dir = partitioned.new_run_dir(warehouse)
     try:
         with warehouse.connect() as con:
-            exported = partitioned.export(con, warehouse, loaded, Month.parse(month), run_dir, partitions)
+            exported = partitioned.export(con, warehouse, loaded, Month.parse(month), run_dir, partitions, run_id)
     except BaseException:
         shutil.rmtree(run_dir, ignore_errors=True)
         raise
@@ -112,11 +115,12 @@ def export_buckets(warehouse_dir: str, program: str, month: str, partitions: int
                      partitioned.memory_bytes(warehouse_module.DEFAULT_MEMORY_LIMIT))
 
 
-@task(name="publish-buckets", task_run_name="publish-{program}-{month}", cache_policy=NO_CACHE, retries=2,
+@task(name="stage-buckets", task_run_name="stage-{program}-{month}", cache_policy=NO_CACHE, retries=2,
       retry_delay_seconds=2, retry_condition_fn=_transient)
-def publish_buckets(warehouse_dir: str, program: str, month: str, run: BucketRun, partitions: int, results: list[dict],
-                    seconds: dict[str, float], executor: dict, rules_file: str | None = None) -> evaluation.Evaluated:
-    """The buckets' parts in one snapshot, ORDER BY customer_id, published with its manifest."""
+def stage_buckets(warehouse_dir: str, program: str, month: str, run: BucketRun, partitions: int, results: list[dict],
+                  seconds: dict[str, float], executor: dict, run_id: str,
+                  rules_file: str | None = None) -> evaluation.Evaluated:
+    """The buckets' parts in one snapshot, ORDER BY customer_id, staged with its manifest in run ``run_id``."""
     warehouse = Warehouse(Path(warehouse_dir))
     loaded = load_program_or_file(program, rules_file)
     when = Month.parse(month)
@@ -128,6 +132,6 @@ def publish_buckets(warehouse_dir: str, program: str, month: str, run: BucketRun
         started = time.perf_counter()
         staged, rows = partitioned.combine(con, warehouse, Path(run.run_dir), partitions)
         seconds = {**seconds, "combine": time.perf_counter() - started}
-        target = evaluation.publish_snapshot(con, warehouse, loaded, when, staged, rows, seconds,
-                                             extra={"executor": executor})
+        target = evaluation.stage_snapshot(con, warehouse, loaded, when, run_id, staged, rows, seconds,
+                                           extra={"executor": executor})
     return evaluation.Evaluated(program, month, str(target), rows, run.initial)

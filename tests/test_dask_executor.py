@@ -215,11 +215,11 @@ def test_a_failing_bucket_is_one_plain_error(cluster, buffers_single, tmp_path, 
     with fanout.dask_cluster(cluster, warehouse, partitions=3) as fan:
         monkeypatch.setattr(tasks, "export_buckets", wrong_rules)
         with pytest.raises(StateError, match=r"icbc_star 2025-06: the rule file .* on this Dask worker is sha256:"):
-            fan.evaluate(str(warehouse.root), "icbc_star", "2025-06")
+            fan.evaluate(str(warehouse.root), "icbc_star", "2025-06", "test-run")
         monkeypatch.setattr(tasks, "export_buckets", lost_files)
         with pytest.raises(TiersError, match=rf"icbc_star 2025-06: bucket 0 of 3 failed on the Dask cluster at {cluster} "
                                              r"\(IOException: .*\); nothing was published for this month"):
-            fan.evaluate(str(warehouse.root), "icbc_star", "2025-06")
+            fan.evaluate(str(warehouse.root), "icbc_star", "2025-06", "test-run")
     assert {key: path.read_bytes() for key, path in snapshot_files(warehouse.root).items()} == published
     assert list(warehouse.staging.glob("partitioned-*")) == []
 
@@ -257,7 +257,7 @@ def test_buckets_combine_into_the_published_snapshot(buffers_single, tmp_path, p
     month = Month.parse("2025-06")
     run_dir = partitioned.new_run_dir(warehouse)
     with warehouse.connect() as con:
-        exported = partitioned.export(con, warehouse, loaded, month, run_dir, partitions)
+        exported = partitioned.export(con, warehouse, loaded, month, run_dir, partitions, "test-run")
         assert exported.rows["customers"] == 6 and not exported.initial
         results = [partitioned.evaluate_bucket(run_dir, bucket, loaded, load_vocabularies(), month, 2**30)
                    for bucket in range(partitions)]

@@ -51,5 +51,5 @@ def test_manifest_describes_the_snapshot_beside_it(prefect_harness, tmp_path):
     assert inputs[("balances", "2025-06")]["rows_read"] == len(june.read_text().splitlines()) - 1
     assert manifest["rows_quarantined"] == 1
     assert manifest["rows_in"] == sum(i["rows_read"] for i in manifest["inputs"])
-    assert set(manifest["stage_seconds"]) == {"ingest", "figures", "decisions", "write", "publish"}
+    assert set(manifest["stage_seconds"]) == {"ingest", "figures", "decisions", "write", "stage"}
     assert all(seconds >= 0 for seconds in manifest["stage_seconds"].values())

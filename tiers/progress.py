@@ -25,6 +25,13 @@ class PlainProgress:
     def stage(self, name: str, total: int) -> None:
         self.totals[name], self.done[name] = total, 0
 
+    def note(self, text: str) -> None:
+        """A line said before or between the stages (a program skipped, a cascade taken over)."""
+        if self.console is None:
+            print(text, flush=True)
+        else:
+            self.console.print(text, markup=False, highlight=False, soft_wrap=True)
+
     def advance(self, name: str, label: str) -> None:
         self.done[name] += 1
         line = f"{name} {self.done[name]}/{self.totals[name]} {label}"
@@ -48,6 +55,9 @@ class BarProgress:
         if not self.tasks:
             self.bars.start()
         self.tasks[name] = self.bars.add_task("", total=total, stage=name)
+
+    def note(self, text: str) -> None:
+        self.bars.console.print(text, markup=False, highlight=False, soft_wrap=True)
 
     def advance(self, name: str, label: str) -> None:
         self.bars.update(self.tasks[name], advance=1, description=label)

@@ -11,6 +11,7 @@ holding one bucket of customers (transforms/partitioned.py). Publishing stays wi
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -24,6 +25,7 @@ from tiers import snapshots
 from tiers.checksums import sha256_file
 from tiers.errors import StateError
 from tiers.months import Month, window
+from tiers.paths import duckdb_path
 from tiers.version import code_version
 from tiers.warehouse import Warehouse
 from transforms import runner
@@ -42,7 +44,7 @@ def prev_snapshot_query(prev_path: Path | None) -> tuple[str, dict]:
     if prev_path is None:
         return _EMPTY_PREV, {}
     return ("SELECT customer_id, tier, failed_reviews, buffer_since FROM read_parquet($prev_path)",
-            {"prev_path": str(prev_path)})
+            {"prev_path": duckdb_path(prev_path)})
 
 
 @dataclass(frozen=True)
@@ -54,14 +56,18 @@ class Evaluated:
     initial: bool
 
 
-def predecessor(warehouse: Warehouse, program: str, month: Month) -> Path | None:
+def predecessor(warehouse: Warehouse, program: str, month: Month, run_id: str | None = None) -> Path | None:
     """Last month's snapshot, or None for an initial evaluation; raises when the chain has a gap.
 
     A month with no published month of the program before it is an initial evaluation (the first
     month of a new warehouse, a re-run of the first published month, or a month that extends the
     chain backwards, whose run then re-evaluates the later months). Any other month needs the
-    snapshot of the month before it.
+    snapshot of the month before it: the one run ``run_id`` staged, else the published one.
     """
+    if run_id is not None:
+        staged = snapshots.staged_snapshot_path(warehouse, run_id, program, month.plus(-1))
+        if staged.is_file():
+            return staged
     published = snapshots.published_months(warehouse, program)
     earlier = [m for m in published if m < month]
     if not earlier:
@@ -114,7 +120,7 @@ def check_tiers_defined(loaded: LoadedProgram, month: Month, count: int, example
 
 
 def _manifest(con: duckdb.DuckDBPyConnection, loaded: LoadedProgram, month: Month, target: Path,
-              snapshot_sha: str, rows_out: int, seconds: dict[str, float]) -> dict:
+              snapshot_sha: str, rows_out: int, seconds: dict[str, float], run_id: str) -> dict:
     """What went into one snapshot: every input file (reference files and the windows' months)."""
     windows = [(dataset, m.first_day) for dataset, length in loaded.rules.history_months.items()
                for m in window(month, length)]
@@ -135,6 +141,8 @@ def _manifest(con: duckdb.DuckDBPyConnection, loaded: LoadedProgram, month: Mont
     return {
         "program": loaded.name,
         "as_of": month.last_day.isoformat(),
+        # The run whose commit published this month (a cascade's months share it).
+        "run_id": run_id,
         "rules_version": loaded.version,
         "rules_file": str(loaded.path),
         "code_version": code_version(),
@@ -213,29 +221,40 @@ def write_snapshot(con: duckdb.DuckDBPyConnection, loaded: LoadedProgram, vocab:
     return Written(rows, seconds, undefined)
 
 
-def publish_snapshot(con: duckdb.DuckDBPyConnection, warehouse: Warehouse, loaded: LoadedProgram, month: Month,
-                     staged: Path, rows: int, seconds: dict[str, float], extra: dict | None = None) -> Path:
-    """Move a staged snapshot into place, then its manifest (``extra`` adds keys to it); ``con`` is the warehouse's."""
+def stage_snapshot(con: duckdb.DuckDBPyConnection, warehouse: Warehouse, loaded: LoadedProgram, month: Month,
+                   run_id: str, written: Path, rows: int, seconds: dict[str, float], extra: dict | None = None) -> Path:
+    """Put a written snapshot in run ``run_id``'s staging with its manifest (``extra`` adds keys to it);
+    ``con`` is the warehouse's. Returns where the snapshot will be published."""
     started = time.perf_counter()
     target = snapshots.snapshot_path(warehouse, loaded.name, month)
+    staged = snapshots.staged_snapshot_path(warehouse, run_id, loaded.name, month)
+    if written != staged:
+        staged.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(written, staged)
     snapshot_sha = sha256_file(staged)
-    snapshots.publish(staged, target)
-    seconds = {**seconds, "publish": time.perf_counter() - started}
-    snapshots.publish_manifest(
-        warehouse,
-        snapshots.manifest_path(warehouse, loaded.name, month),
-        {**_manifest(con, loaded, month, target, snapshot_sha, rows, seconds), **(extra or {})},
+    seconds = {**seconds, "stage": time.perf_counter() - started}
+    snapshots.write_manifest(
+        staged.with_name(snapshots.MANIFEST_FILE),
+        {**_manifest(con, loaded, month, target, snapshot_sha, rows, seconds, run_id), **(extra or {})},
     )
     return target
 
 
 def evaluate(con: duckdb.DuckDBPyConnection, warehouse: Warehouse, loaded: LoadedProgram,
-             vocab: Vocabularies, month: Month) -> Evaluated:
-    prev_path = predecessor(warehouse, loaded.name, month)
+             vocab: Vocabularies, month: Month, run_id: str | None = None) -> Evaluated:
+    """Evaluate ``loaded`` at ``month`` into run ``run_id``'s staging, which the run publishes with all its
+    months (snapshots.commit_run); without a run, the month is published on its own at once."""
+    if run_id is None:
+        own_run = snapshots.new_run_id()
+        evaluated = evaluate(con, warehouse, loaded, vocab, month, own_run)
+        snapshots.commit_run(warehouse, own_run, {})
+        return evaluated
+    prev_path = predecessor(warehouse, loaded.name, month, run_id)
     prev_query, prev_params = prev_snapshot_query(prev_path)
     con.execute(f"CREATE OR REPLACE TEMP TABLE prev_snapshot AS {prev_query}", prev_params)
-    staged = snapshots.staging_file(warehouse)
+    staged = snapshots.staged_snapshot_path(warehouse, run_id, loaded.name, month)
+    staged.parent.mkdir(parents=True, exist_ok=True)
     written = write_snapshot(con, loaded, vocab, month, staged)
     check_tiers_defined(loaded, month, *written.undefined)
-    target = publish_snapshot(con, warehouse, loaded, month, staged, written.rows, written.seconds)
+    target = stage_snapshot(con, warehouse, loaded, month, run_id, staged, written.rows, written.seconds)
     return Evaluated(loaded.name, str(month), str(target), written.rows, initial=prev_path is None)

@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 
 from tiers.checksums import sha256_file
-from tiers.errors import InputError
+from tiers.errors import InputError, TiersError
 from tiers.months import Month
 from transforms import runner
 
@@ -389,3 +389,23 @@ def stage(con: duckdb.DuckDBPyConnection, source: Source, table: str) -> None:
         except duckdb.Error as error:
             raise InputError(f"{path}: cannot be read as {path.suffix[1:].upper()} ({_reader_problem(error)})") from None
 
+
+
+_MONTH_NAME = re.compile(r"^(\d{4}-\d{2})(\.csv|\.parquet)?$")
+
+
+def landed_months(input_dir: Path, dataset: str) -> list[Month]:
+    """The months of ``dataset`` in the landing folder (files or folders named YYYY-MM), oldest first.
+    Names starting with ``.`` or ``_`` are not data."""
+    folder = input_dir / dataset
+    if not folder.is_dir():
+        return []
+    months = set()
+    for child in folder.iterdir():
+        match = _MONTH_NAME.match(child.name)
+        if match and (child.is_dir() or match.group(2)):
+            try:
+                months.add(Month.parse(match.group(1)))
+            except TiersError:  # a name like 2025-13 is no month of ours
+                continue
+    return sorted(months)

@@ -36,6 +36,7 @@ import duckdb
 from rules.loader import LoadedProgram, Vocabularies
 from tiers import snapshots
 from tiers.months import Month, window
+from tiers.paths import duckdb_path
 from tiers.warehouse import Warehouse
 from transforms import evaluate as evaluation
 from transforms import runner
@@ -91,14 +92,14 @@ def _first_month(loaded: LoadedProgram, month: Month, dataset: str) -> Month:
 
 
 def export(con: duckdb.DuckDBPyConnection, warehouse: Warehouse, loaded: LoadedProgram, month: Month,
-           run_dir: Path, partitions: int) -> Exported:
+           run_dir: Path, partitions: int, run_id: str) -> Exported:
     """Write the inputs of one evaluation of ``loaded`` at ``month``, in ``partitions`` buckets, under ``run_dir``.
 
-    ``con`` is the warehouse's connection; last month's state comes from the published snapshot, as in
-    the single-process path (and the same chain checks apply)."""
+    ``con`` is the warehouse's connection; last month's state comes from the snapshot run ``run_id``
+    staged or the published one, as in the single-process path (and the same chain checks apply)."""
     if partitions < 1:
         raise ValueError(f"partitions must be at least 1, got {partitions}")
-    prev_path = evaluation.predecessor(warehouse, loaded.name, month)
+    prev_path = evaluation.predecessor(warehouse, loaded.name, month, run_id)
     prev_query, prev_params = evaluation.prev_snapshot_query(prev_path)
     params = {
         "program": loaded.name,
@@ -146,7 +147,7 @@ def part_file(run_dir: Path, bucket: int) -> Path:
 def load_bucket(con: duckdb.DuckDBPyConnection, run_dir: Path, bucket: int) -> None:
     """Create the evaluation's input tables on ``con`` from one bucket's files."""
     for table in evaluation.INPUT_TABLES:
-        files = [str(path) for path in bucket_files(run_dir, table, bucket)]
+        files = [duckdb_path(path) for path in bucket_files(run_dir, table, bucket)]
         con.execute(
             f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM read_parquet($files, hive_partitioning = false)",
             {"files": files},
@@ -197,6 +198,6 @@ def combine(con: duckdb.DuckDBPyConnection, warehouse: Warehouse, run_dir: Path,
     [(rows,)] = con.execute(
         "COPY (SELECT * FROM read_parquet($parts, hive_partitioning = false) ORDER BY customer_id) "
         f"TO {runner.literal(staged)} (FORMAT parquet, COMPRESSION zstd)",
-        {"parts": [str(p) for p in parts]},
+        {"parts": [duckdb_path(p) for p in parts]},
     ).fetchall()
     return staged, rows
