@@ -108,7 +108,8 @@ class _StrictLoader(yaml.SafeLoader):
                 continue  # an unhashable key: PyYAML reports it below
             if first is not key_node:
                 lines = sorted({first.start_mark.line + 1, key_node.start_mark.line + 1})
-                raise _Refused(key_path, None, f"the key is given twice (line {' and '.join(map(str, lines))})")
+                where = f"lines {lines[0]} and {lines[1]}" if len(lines) == 2 else f"line {lines[0]}"
+                raise _Refused(key_path, None, f"the key is given twice ({where})")
         return super().construct_mapping(node, deep=deep)
 
     def construct_yaml_float(self, node):
