@@ -233,7 +233,11 @@ def load_program(path: Path, vocab: Vocabularies | None = None) -> LoadedProgram
     _check_codes(path, program, vocab or load_vocabularies())
     # The fingerprint covers the bytes of the rule file (the ones just parsed): any edit gives a new rules_version.
     version = "sha256:" + hashlib.sha256(data).hexdigest()[:16]
-    return LoadedProgram(rules=program, path=path, version=version)
+    loaded = LoadedProgram(rules=program, path=path, version=version)
+    from rules.compile import check_exact  # compile imports this module
+
+    check_exact(loaded)  # so rules check, not a month-end run, finds rates too fine for int64 arithmetic
+    return loaded
 
 
 def program_files(rules_dir: Path | None = None) -> list[Path]:

@@ -78,6 +78,12 @@ CASES = {
     "infinite_threshold": (
         "bohai_wealth", [(BOHAI_PLATINUM, "all_of: [{measure: financial_assets, at_least: .inf}]")],
         "tiers.2.all_of.0.at_least: ", "finite"),
+    "rate_with_seven_decimals": (
+        "icbc_star", [("short_term_assets: 135", "short_term_assets: 1.3500001")],
+        "points.rates.short_term_assets: ", "6 decimal places"),
+    "rates_too_fine_for_int64": (
+        "icbc_star", [("per_amount: 10000", "per_amount: 1234.567891"), ("short_term_assets: 135", "short_term_assets: 1.000003")],
+        "points: ", "64-bit"),
     "cap_beyond_decimal_18_2": (
         "icbc_star", [('cap_per_transaction: "5000.00"', 'cap_per_transaction: "12345678901234567"')],
         "figures.settlement.cap_per_transaction: ", "16 digits"),
