@@ -143,19 +143,24 @@ def _parse_yaml(path: Path, data: bytes) -> object:
         line = data.count(b"\n", 0, error.start) + 1
         raise RuleError(f"{path}: not UTF-8 text: byte {error.start} (0x{data[error.start]:02x}, line {line}) "
                         "is not valid UTF-8; save the file as UTF-8") from None
-    loader = _StrictLoader(text)
+    loader = None
     try:
+        loader = _StrictLoader(text)  # checks every character is one YAML allows
         return loader.get_single_data()
     except _Refused as refused:
         where = f"{refused.key}: " if refused.key else ""
         line = f" (line {refused.line})" if refused.line else ""
         raise RuleError(f"{path}: {where}{refused.message}{line}") from None
+    except yaml.reader.ReaderError as error:  # its own text spans two lines
+        line = text.count("\n", 0, error.position) + 1
+        raise RuleError(f"{path} line {line}: not valid YAML (character #x{error.character:04x} is not allowed)") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise RuleError(f"{path}{where}: not valid YAML ({getattr(error, 'problem', error)})") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def _read_yaml(path: Path) -> object:

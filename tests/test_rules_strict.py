@@ -275,3 +275,11 @@ def test_rules_check_of_a_file_that_is_not_utf8(tiers_cli, tmp_path):
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
         f"error: {path}: not UTF-8 text: byte 24 (0xff, line 2) is not valid UTF-8; save the file as UTF-8"]
+
+
+def test_a_control_character_is_one_plain_line_with_its_line(tmp_path):
+    text = edited("bohai_wealth", ("title: Bohai", "title: \x07Bohai"))
+    path = write(tmp_path, "bohai_wealth.yaml", text)
+    with pytest.raises(RuleError) as raised:
+        load_program(path)
+    assert str(raised.value) == f"{path} line 5: not valid YAML (character #x0007 is not allowed)"
