@@ -184,10 +184,14 @@ class ReviewMonths(_Strict):
         return sorted(set(months))
 
 
+# A hundred years of monthly reviews: any count beyond is a typo, and the rule tables hold counts in 32 bits.
+MAX_FAILED_REVIEWS = 1200
+
+
 class Calendar(_Strict):
     reviews: Literal["every_month_end"] | ReviewMonths
     failed_reviews_to_fall: dict[int, int] = {}
-    failed_reviews_default: int = Field(1, ge=1)
+    failed_reviews_default: int = Field(1, ge=1, le=MAX_FAILED_REVIEWS)
     fall_to: Literal["earned", "one_step"] = "earned"
     meeting_tier_resets_buffer: bool = True
     effective_day: int = Field(1, ge=1, le=28)
@@ -197,6 +201,8 @@ class Calendar(_Strict):
     def _positive(cls, counts: dict[int, int]) -> dict[int, int]:
         if any(count < 1 for count in counts.values()):
             raise ValueError("a tier falls after at least 1 failed review")
+        if any(count > MAX_FAILED_REVIEWS for count in counts.values()):
+            raise ValueError(f"a tier falls after at most {MAX_FAILED_REVIEWS} failed reviews")
         return counts
 
     def is_review_month(self, month: int) -> bool:

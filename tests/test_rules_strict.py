@@ -87,6 +87,8 @@ CASES = {
     "cap_beyond_decimal_18_2": (
         "icbc_star", [('cap_per_transaction: "5000.00"', 'cap_per_transaction: "12345678901234567"')],
         "figures.settlement.cap_per_transaction: ", "16 digits"),
+    "failed_reviews_beyond_32_bits": (
+        "bohai_wealth", [("{4: 6}", "{4: 99999999999}")], "calendar.failed_reviews_to_fall: ", "at most 1200"),
     "deep_nesting": (
         "bohai_wealth", [("title: Bohai Bank wealth tiers (interpretation)", "title: " + "[" * 30 + "]" * 30)],
         "title.0.0.0.0", "deeper than 20"),
