@@ -20,7 +20,8 @@ import pyarrow as pa
 
 from rules.loader import LoadedProgram, Vocabularies
 from rules.schema import BalanceFigure, TransactionFigure
-from tiers.months import Month, window
+from tiers.errors import RuleError
+from tiers.months import Month, month_range, window
 
 CENTS = 100
 _INT64_MAX = 2**63 - 1
@@ -139,8 +140,9 @@ def month_scales(loaded: LoadedProgram, month: Month) -> MonthScales:
             if row["figure"] in denominators:
                 rate_num, den = denominators[row["figure"]]
                 row["coef"] = rate_num * per_den * (points_scale // den)
-        if points_scale > _INT64_MAX or any(row.get("coef", 0) > _INT64_MAX for row in rows):
-            raise OverflowError(f"{loaded.path}: points rates too fine-grained for exact integer arithmetic")
+        if points_scale > _INT64_MAX or any(abs(row.get("coef", 0)) > _INT64_MAX for row in rows):
+            raise RuleError(f"{loaded.path}: points: rates and per_amount too fine-grained for exact 64-bit "
+                            f"integer arithmetic (the window of {month} needs a scale of {points_scale})")
     table = pa.Table.from_pylist(
         [{**row, "coef": row.get("coef")} for row in rows],
         schema=pa.schema(
@@ -148,3 +150,11 @@ def month_scales(loaded: LoadedProgram, month: Month) -> MonthScales:
         ),
     )
     return MonthScales(figures=table, points_scale=points_scale)
+
+
+def check_exact(loaded: LoadedProgram) -> None:
+    """Raise at load time the RuleError that ``month_scales`` would raise in some month. A window's day
+    counts repeat every 4 years (windows are at most 24 months), so 48 consecutive months cover them all."""
+    if loaded.rules.points:
+        for month in month_range(Month(2024, 1), Month(2027, 12)):
+            month_scales(loaded, month)

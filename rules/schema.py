@@ -13,12 +13,29 @@ from datetime import date
 from decimal import Decimal
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from tiers.months import Month
 
+
+def _not_text(value: object) -> object:
+    # Thresholds and rates are YAML numbers; text ("50000") is refused, not quietly converted. The
+    # loader reads YAML floats as Decimal, so a number arrives here as an int or a Decimal.
+    if isinstance(value, (str, bytes, bool)):
+        raise ValueError("must be a number, not text or a boolean (write 50000, not \"50000\")")
+    return value
+
+
 Identifier = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
-NonNegativeAmount = Annotated[Decimal, Field(ge=0, decimal_places=2)]
+# DECIMAL(18,2), the snapshots' money type: at most 2 decimals and 16 digits before the point, so a
+# threshold's integer fraction fits the int64 columns of rules/compile.py.
+Money = Annotated[Decimal, Field(max_digits=18, decimal_places=2)]
+# Amounts of a figure's definition, written as decimal strings in the shipped files ("5000.00").
+NonNegativeAmount = Annotated[Money, Field(ge=0)]
+# A tier threshold: a number as written in YAML, never text.
+Threshold = Annotated[Money, BeforeValidator(_not_text)]
+# Points rates and per_amount may be finer than a cent, but no finer than 6 decimals.
+Rate = Annotated[Decimal, BeforeValidator(_not_text), Field(max_digits=22, decimal_places=6)]
 
 
 class _Strict(BaseModel):
@@ -65,18 +82,18 @@ Figure = Annotated[Union[BalanceFigure, TransactionFigure], Field(discriminator=
 class Points(_Strict):
     """points = sum over figures of rate * figure / per_amount."""
 
-    per_amount: Decimal = Field(gt=0)
-    rates: dict[Identifier, Decimal] = Field(min_length=1)
+    per_amount: Annotated[Rate, Field(gt=0)]
+    rates: dict[Identifier, Rate] = Field(min_length=1)
 
 
 class Condition(_Strict):
     """``measure`` (a figure name, or ``points``) compared with exactly one bound."""
 
     measure: Identifier
-    at_least: Decimal | None = None
-    above: Decimal | None = None
-    at_most: Decimal | None = None
-    below: Decimal | None = None
+    at_least: Threshold | None = None
+    above: Threshold | None = None
+    at_most: Threshold | None = None
+    below: Threshold | None = None
 
     @model_validator(mode="after")
     def _one_bound(self) -> "Condition":
@@ -92,6 +109,26 @@ class Condition(_Strict):
             if value is not None:
                 return op, value
         raise AssertionError("validated to have one bound")
+
+
+_LOWER_BOUNDS, _UPPER_BOUNDS = (">=", ">"), ("<=", "<")
+
+
+def _implies(condition: Condition, other: Condition) -> bool:
+    """Whether every value meeting ``condition`` meets ``other`` (same measure, bounds on the same side)."""
+    if condition.measure != other.measure:
+        return False
+    (op, value), (other_op, other_value) = condition.operator, other.operator
+    for side, strict in ((_LOWER_BOUNDS, ">"), (_UPPER_BOUNDS, "<")):
+        if op in side and other_op in side:
+            tighter = value > other_value if side is _LOWER_BOUNDS else value < other_value
+            return tighter or (value == other_value and (op == other_op or op == strict))
+    return False
+
+
+def _written(condition: Condition) -> str:
+    name, = (name for name in ("at_least", "above", "at_most", "below") if getattr(condition, name) is not None)
+    return f"{condition.measure} {name} {getattr(condition, name)}"
 
 
 class TierBand(_Strict):
@@ -110,6 +147,16 @@ class TierBand(_Strict):
         if (self.all_of is not None and not self.all_of) or (self.any_of is not None and not self.any_of):
             raise ValueError("all_of / any_of need at least one condition (leave both out for the fallback band)")
         return self
+
+    def keyed_groups(self, index: int) -> list[list[tuple[str, Condition]]]:
+        """``condition_groups`` with each condition's key as written (``tiers.2.any_of.0.at_least``)."""
+        kind = "all_of" if self.all_of else "any_of"
+        keyed = [
+            (f"tiers.{index}.{kind}.{position}.{name}", condition)
+            for position, condition in enumerate(self.all_of or self.any_of or [])
+            for name in ("at_least", "above", "at_most", "below") if getattr(condition, name) is not None
+        ]
+        return [keyed] if self.all_of else [[pair] for pair in keyed]
 
     @property
     def condition_groups(self) -> list[list[Condition]]:
@@ -137,10 +184,14 @@ class ReviewMonths(_Strict):
         return sorted(set(months))
 
 
+# A hundred years of monthly reviews: any count beyond is a typo, and the rule tables hold counts in 32 bits.
+MAX_FAILED_REVIEWS = 1200
+
+
 class Calendar(_Strict):
     reviews: Literal["every_month_end"] | ReviewMonths
     failed_reviews_to_fall: dict[int, int] = {}
-    failed_reviews_default: int = Field(1, ge=1)
+    failed_reviews_default: int = Field(1, ge=1, le=MAX_FAILED_REVIEWS)
     fall_to: Literal["earned", "one_step"] = "earned"
     meeting_tier_resets_buffer: bool = True
     effective_day: int = Field(1, ge=1, le=28)
@@ -150,6 +201,8 @@ class Calendar(_Strict):
     def _positive(cls, counts: dict[int, int]) -> dict[int, int]:
         if any(count < 1 for count in counts.values()):
             raise ValueError("a tier falls after at least 1 failed review")
+        if any(count > MAX_FAILED_REVIEWS for count in counts.values()):
+            raise ValueError(f"a tier falls after at most {MAX_FAILED_REVIEWS} failed reviews")
         return counts
 
     def is_review_month(self, month: int) -> bool:
@@ -201,6 +254,7 @@ class Program(_Strict):
                             f"tiers: tier {band.tier} compares {condition.measure!r}, "
                             f"which is not one of {sorted(measures)}"
                         )
+        self._every_band_reachable()
         if self.points:
             unknown = set(self.points.rates) - set(self.figures)
             if unknown:
@@ -215,6 +269,33 @@ class Program(_Strict):
             if tier not in known:
                 raise ValueError(f"calendar.failed_reviews_to_fall: tier {tier} is not one of the program's tiers")
         return self
+
+    def _every_band_reachable(self) -> None:
+        """A band is tried only when every higher band failed. So a condition group of a lower band is
+        dead when some group of a higher band holds whenever it does: each higher condition is implied
+        by a lower condition on the same measure (e.g. tier 2 asks assets >= 1,000,000 and tier 3
+        asks assets >= 500,000: tier 2 is never reached). A higher tier must be strictly harder to
+        reach, so an equal threshold is dead too. Implication between points and the figures they
+        are scored from is not followed."""
+        for low_index, low in enumerate(self.tiers):
+            for low_group in low.keyed_groups(low_index):
+                for high_index, high in enumerate(self.tiers[:low_index]):
+                    for high_group in high.keyed_groups(high_index):
+                        pairs = [
+                            next(((low_key, low_c, key, c) for low_key, low_c in low_group if _implies(low_c, c)), None)
+                            for key, c in high_group
+                        ]
+                        if None in pairs:
+                            continue
+                        low_key = pairs[0][0] if len({p[0] for p in pairs}) == 1 else low_group[0][0].rsplit(".", 2)[0]
+                        high_key = pairs[0][2] if len(pairs) == 1 else high_group[0][0].rsplit(".", 2)[0]
+                        way = " this way" if len(low.condition_groups) > 1 else ""
+                        raise ValueError(
+                            f"{low_key}: tier {low.tier} ({low.name}) can never be reached{way}: whenever "
+                            f"{' and '.join(_written(c) for _, c in low_group)} holds, tier {high.tier} ({high.name}) "
+                            f"already does ({high_key}: {' and '.join(_written(p[3]) for p in pairs)}), and "
+                            "it comes first; a higher tier must be strictly harder to reach"
+                        )
 
     @property
     def tier_names(self) -> dict[int, str]:

@@ -286,7 +286,8 @@ def rules_check(files: Annotated[Optional[list[Path]], typer.Argument(help="Rule
 
     loaded = [load_program(path) for path in files] if files else load_programs()
     for program in loaded:
-        out.print(f"{program.path}: {program.name} ok ({program.version})", markup=False, highlight=False)
+        # soft_wrap: one line per file however long the path, as the error line is.
+        out.print(f"{program.path}: {program.name} ok ({program.version})", markup=False, highlight=False, soft_wrap=True)
 
 
 if __name__ == "__main__":  # pragma: no cover
