@@ -15,7 +15,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from rules import load_programs, load_vocabularies
-from rules.loader import LoadedProgram, load_program
+from rules.loader import LoadedProgram, load_program, load_valid_programs
 from tiers import warehouse as warehouse_module
 from tiers.errors import StateError
 from tiers.months import Month
@@ -37,8 +37,8 @@ def _transient(task, task_run, state) -> bool:
 
 
 def _programs(rules_file: str | None) -> list[LoadedProgram]:
-    # By default every program in rules/ shapes the transaction sums, so one read of a month serves all.
-    return [load_program(Path(rules_file))] if rules_file else load_programs()
+    # By default every valid program in rules/ shapes the transaction sums, so one read of a month serves all.
+    return [load_program(Path(rules_file))] if rules_file else load_valid_programs()
 
 
 def _ingestor(con, input_dir: str, warehouse: Warehouse, rules_file: str | None) -> Ingestor:

@@ -275,3 +275,18 @@ def load_programs(names: list[str] | None = None, rules_dir: Path | None = None)
             raise RuleError(f"{path}: program: {program.name!r} must match the file name {path.stem!r}")
         loaded.append(program)
     return loaded
+
+
+def load_valid_programs(rules_dir: Path | None = None) -> list[LoadedProgram]:
+    """Every program in ``rules_dir`` whose file is valid, skipping broken ones: what ingestion sums the
+    transactions for. A run checks the programs it evaluates strictly (``load_programs``); a broken file
+    of another program must not stop it, and once fixed it changes the sums' fingerprint, so the months
+    it needs are read again."""
+    loaded = []
+    for path in program_files(rules_dir):
+        try:
+            [program] = load_programs([path.stem], rules_dir)
+        except RuleError:
+            continue
+        loaded.append(program)
+    return loaded

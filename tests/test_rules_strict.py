@@ -237,10 +237,6 @@ def test_load_programs_reads_only_the_named_programs_files(tmp_path):
     assert "no program 'nope'" in str(raised.value) and "acme_bank, boc_vip" in str(raised.value)
 
 
-# flows/tasks.py (not this change's file) ingests with load_programs(), every program of the folder,
-# so the broken file still fails the ingest step; the loader side is done (the test above).
-@pytest.mark.xfail(strict=True, raises=RuleError,
-                   reason="flows/tasks.py _programs() loads every rule file for the ingest, even with --program")
 def test_a_broken_rule_file_does_not_stop_a_run_of_another_named_program(prefect_harness, tmp_path, monkeypatch):
     from flows.runs import backfill
 
