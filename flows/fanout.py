@@ -233,7 +233,7 @@ def _memory_limit_bytes(coordinator_limit: int) -> int:
 
 
 @task(name="evaluate-bucket", task_run_name="evaluate-{program}-{month}-bucket-{bucket}", cache_policy=NO_CACHE,
-      retries=2, retry_delay_seconds=2, retry_condition_fn=tasks._transient)
+      persist_result=False, retries=2, retry_delay_seconds=2, retry_condition_fn=tasks._transient)
 def evaluate_bucket(run_dir: str, bucket: int, program: str, month: str, rules_version: str, memory_limit_bytes: int,
                     rules_file: str | None = None) -> dict:
     """One bucket of customers, on whichever worker runs it: the rule tables are rebuilt here from the

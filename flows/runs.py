@@ -125,7 +125,7 @@ def _locked_run(input_path: Path, warehouse: Warehouse, first_month: Month, last
             "resumed": plan.resumed}
 
 
-@flow(name="tiers-month-end", log_prints=True)
+@flow(name="tiers-month-end", log_prints=True, persist_result=False)
 def month_end(input_dir: str, month: str | None = None, warehouse_dir: str = "data/warehouse",
               programs: list[str] | None = None, max_bad_rows: int = 0, wait_seconds: float = 0,
               executor: str = "local", dask_address: str | None = None, partitions: int | None = None) -> dict:
@@ -140,7 +140,7 @@ def month_end(input_dir: str, month: str | None = None, warehouse_dir: str = "da
                 executor, dask_address, partitions)
 
 
-@flow(name="tiers-backfill", log_prints=True)
+@flow(name="tiers-backfill", log_prints=True, persist_result=False)
 def backfill(input_dir: str, first: str, last: str, warehouse_dir: str = "data/warehouse",
              programs: list[str] | None = None, max_bad_rows: int = 0, wait_seconds: float = 0,
              executor: str = "local", dask_address: str | None = None, partitions: int | None = None) -> dict:

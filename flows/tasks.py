@@ -45,7 +45,7 @@ def _ingestor(con, input_dir: str, warehouse: Warehouse, rules_file: str | None)
     return Ingestor(con, Path(input_dir), warehouse.quarantine, load_vocabularies(), _programs(rules_file))
 
 
-@task(name="ingest-reference", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2,
+@task(name="ingest-reference", cache_policy=NO_CACHE, persist_result=False, retries=2, retry_delay_seconds=2,
       retry_condition_fn=_transient)
 def ingest_reference(input_dir: str, warehouse_dir: str, rules_file: str | None = None,
                      months_ahead: list[tuple[str, str]] | None = None) -> list[IngestResult]:
@@ -59,7 +59,7 @@ def ingest_reference(input_dir: str, warehouse_dir: str, rules_file: str | None 
         return results
 
 
-@task(name="ingest-month", task_run_name="ingest-{dataset}-{month}", cache_policy=NO_CACHE, retries=2,
+@task(name="ingest-month", task_run_name="ingest-{dataset}-{month}", cache_policy=NO_CACHE, persist_result=False, retries=2,
       retry_delay_seconds=2, retry_condition_fn=_transient)
 def ingest_month(input_dir: str, warehouse_dir: str, dataset: str, month: str, needed_by: str,
                  rules_file: str | None = None) -> IngestResult:
@@ -73,7 +73,7 @@ def load_program_or_file(program: str, rules_file: str | None) -> LoadedProgram:
     return loaded
 
 
-@task(name="evaluate", task_run_name="evaluate-{program}-{month}", cache_policy=NO_CACHE, retries=2,
+@task(name="evaluate", task_run_name="evaluate-{program}-{month}", cache_policy=NO_CACHE, persist_result=False, retries=2,
       retry_delay_seconds=2, retry_condition_fn=_transient)
 def evaluate(warehouse_dir: str, program: str, month: str, rules_file: str | None = None,
              run_id: str | None = None) -> evaluation.Evaluated:
@@ -98,7 +98,7 @@ class BucketRun:
     memory_limit_bytes: int  # the coordinator's DuckDB limit, for each bucket's in-memory DuckDB
 
 
-@task(name="export-buckets", task_run_name="export-{program}-{month}", cache_policy=NO_CACHE, retries=2,
+@task(name="export-buckets", task_run_name="export-{program}-{month}", cache_policy=NO_CACHE, persist_result=False, retries=2,
       retry_delay_seconds=2, retry_condition_fn=_transient)
 def export_buckets(warehouse_dir: str, program: str, month: str, partitions: int, rules_file: str | None = None,
                    run_id: str | None = None) -> BucketRun:
@@ -115,7 +115,7 @@ def export_buckets(warehouse_dir: str, program: str, month: str, partitions: int
                      partitioned.memory_bytes(warehouse_module.DEFAULT_MEMORY_LIMIT))
 
 
-@task(name="stage-buckets", task_run_name="stage-{program}-{month}", cache_policy=NO_CACHE, retries=2,
+@task(name="stage-buckets", task_run_name="stage-{program}-{month}", cache_policy=NO_CACHE, persist_result=False, retries=2,
       retry_delay_seconds=2, retry_condition_fn=_transient)
 def stage_buckets(warehouse_dir: str, program: str, month: str, run: BucketRun, partitions: int, results: list[dict],
                   seconds: dict[str, float], executor: dict, run_id: str,

@@ -262,7 +262,7 @@ def test_buckets_combine_into_the_published_snapshot(buffers_single, tmp_path, p
         results = [partitioned.evaluate_bucket(run_dir, bucket, loaded, load_vocabularies(), month, 2**30)
                    for bucket in range(partitions)]
         assert sum(r["rows"] for r in results) == 6
-        assert partitioned.undefined_tiers(results) == (0, None, None)
+        assert partitioned.undefined_tiers(results) == (0, None)
         staged, rows = partitioned.combine(con, warehouse, run_dir, partitions)
     assert rows == 6
     published = snapshots.snapshot_path(warehouse, "icbc_star", month)

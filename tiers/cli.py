@@ -7,6 +7,7 @@ no traceback unless ``--debug``.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from functools import wraps
 from pathlib import Path
@@ -18,7 +19,7 @@ from rich.table import Table
 
 from tiers import progress
 from tiers.errors import TiersError
-from tiers.warehouse import DEFAULT_WAREHOUSE
+from tiers.warehouse import DEFAULT_WAREHOUSE, Warehouse, database_error
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Month-end customer tier evaluation.")
 rules_app = typer.Typer(no_args_is_help=True, help="Rule files (programs).")
@@ -61,30 +62,77 @@ def main(debug: Annotated[bool, typer.Option("--debug", help="Show Prefect's log
         os.environ.setdefault(setting, level)
 
 
+class Stopped(KeyboardInterrupt):
+    """SIGTERM, turned into an exception so a run stops the way Ctrl-C stops it (its clean-up runs)."""
+
+
+def _stop_on_sigterm(signum, frame):
+    raise Stopped()
+
+
 def _plain_errors(command: Callable) -> Callable:
     @wraps(command)
     def wrapper(*args, **kwargs):
+        # Prefect puts its own SIGTERM handler in place while a flow runs (TerminationSignal, below).
+        signal.signal(signal.SIGTERM, _stop_on_sigterm)
         try:
             return command(*args, **kwargs)
         except TiersError as error:
             if _state["debug"]:
                 raise
-            err.print(f"error: {error}", markup=False, highlight=False, soft_wrap=True)
+            _say(f"error: {error}")
             raise typer.Exit(1) from None
-        except KeyboardInterrupt:
-            err.print("interrupted: nothing further was published", markup=False)
-            raise typer.Exit(130) from None
-        except Exception as error:  # a bug: say so in one line, keep the traceback for --debug
+        except OSError as error:  # permission denied, read-only file system, disk full, ...
             if _state["debug"]:
                 raise
-            err.print(
-                f"internal error: {type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
-                " (run with --debug for the traceback)",
-                markup=False, highlight=False, soft_wrap=True,
-            )
+            where = f"{error.filename}: " if error.filename else ""
+            _say(f"error: {where}{error.strerror or error}; nothing further was published")
+            raise typer.Exit(1) from None
+        except BaseException as error:
+            if isinstance(error, (typer.Exit, SystemExit)) or _state["debug"]:
+                raise
+            stopped = _stopped_by(error)
+            if stopped:
+                _say(f"{stopped}: the run stopped; nothing further was published (a run stopped while publishing "
+                     "its months is finished by the next run)")
+                raise typer.Exit(143 if stopped == "terminated (SIGTERM)" else 130) from None
+            plain = _plain_database_error(error, kwargs.get("warehouse"))
+            if plain:
+                _say(f"error: {plain}")
+                raise typer.Exit(1) from None
+            if not isinstance(error, Exception):
+                raise
+            # A bug: say so in one line, keep the traceback for --debug.
+            _say(f"internal error: {type(error).__name__}: "
+                 f"{str(error).strip().splitlines()[0] if str(error).strip() else ''} (run with --debug for the traceback)")
             raise typer.Exit(2) from None
 
     return wrapper
+
+
+def _say(line: str) -> None:
+    err.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def _stopped_by(error: BaseException) -> str | None:
+    """Ctrl-C, or SIGTERM (ours before a flow starts, Prefect's TerminationSignal while one runs)."""
+    if isinstance(error, Stopped) or type(error).__name__ == "TerminationSignal":
+        return "terminated (SIGTERM)"
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted (SIGINT)"
+    return None
+
+
+def _plain_database_error(error: BaseException, warehouse_dir: Path | None) -> str | None:
+    """DuckDB's I/O and corruption errors (a full disk, a damaged database) are the machine's state, not bugs."""
+    import duckdb
+
+    if not isinstance(error, duckdb.Error):
+        return None
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    if "Corrupt database" in text:
+        return str(database_error(Warehouse(Path(warehouse_dir or DEFAULT_WAREHOUSE)).database, error))
+    return text if isinstance(error, duckdb.IOException) else None
 
 
 def _check_executor(executor: str, dask_address: Optional[str], partitions: Optional[int]) -> None:

@@ -22,6 +22,28 @@ DEFAULT_MEMORY_LIMIT = os.environ.get("TIERS_DUCKDB_MEMORY_LIMIT", "3GB")
 _MEMORY = re.compile(r"^[0-9]+(\.[0-9]+)?\s*[KMGT]i?B$")
 
 
+def keep_private() -> None:
+    """Files and folders this process creates from now on (DuckDB's included) are not readable by other
+    users of the machine: the warehouse holds customer data."""
+    os.umask(os.umask(0o077) | 0o007)
+
+
+def database_error(database: Path, error: duckdb.Error) -> TiersError:
+    """DuckDB's error about the warehouse database, as one sentence a user can act on."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if "lock" in text.lower():
+        return WarehouseBusyError(f"{database}: the warehouse database is open in another process ({text})")
+    if any(cause in text for cause in ("Permission denied", "Read-only file system", "No space left")):
+        return TiersError(f"{database}: cannot use the warehouse database ({text})")
+    # It holds only what the landing folder rebuilds (ingested months and their fingerprints); the
+    # published snapshots carry the state from month to month.
+    return TiersError(
+        f"{database}: the warehouse database is damaged ({text}); it holds nothing the landing folder cannot "
+        f"rebuild: move it aside (mv '{database}' '{database}.damaged'; likewise its .wal file) and run the "
+        "month again (tiers run --input DIR --month YYYY-MM), which re-ingests what it needs"
+    )
+
+
 @dataclass(frozen=True)
 class Warehouse:
     root: Path
@@ -48,13 +70,22 @@ class Warehouse:
         return self.root / "tiers.lock"
 
     def prepare(self) -> None:
+        if self.root.exists() and not self.root.is_dir():
+            raise TiersError(f"{self.root}: --warehouse names a file; expected a folder (it is created when missing)")
+        keep_private()
         for folder in (self.root, self.snapshots, self.quarantine, self.staging):
             folder.mkdir(parents=True, exist_ok=True)
+            # Customer data: owner and group only, also for a folder made before this rule.
+            if folder.stat().st_mode & 0o007:
+                folder.chmod(folder.stat().st_mode & ~0o007)
 
     def connect(self, read_only: bool = False) -> duckdb.DuckDBPyConnection:
         """A connection with the warehouse schema in place."""
         self.prepare()
-        con = duckdb.connect(str(self.database), read_only=read_only)
+        try:
+            con = duckdb.connect(str(self.database), read_only=read_only)
+        except duckdb.Error as error:
+            raise database_error(self.database, error) from None
         if not _MEMORY.match(DEFAULT_MEMORY_LIMIT):
             raise TiersError(f"TIERS_DUCKDB_MEMORY_LIMIT={DEFAULT_MEMORY_LIMIT!r}: expected a size such as 4GB or 512MB")
         con.execute(f"SET memory_limit = '{DEFAULT_MEMORY_LIMIT}'")  # SET takes no parameters; checked above

@@ -101,21 +101,22 @@ def _register_rules(con: duckdb.DuckDBPyConnection, loaded: LoadedProgram, vocab
     return scales.points_scale
 
 
-def _undefined_tiers(con: duckdb.DuckDBPyConnection) -> tuple[int, str | None, int | None]:
-    """Customers whose tier the rule file no longer defines: (how many, the first of them, the lowest such tier)."""
-    [(count, example, tier)] = con.execute(
-        "SELECT count(*), min(customer_id), min(tier) FROM tier_decisions "
-        "WHERE tier NOT IN (SELECT tier FROM rule_tiers)"
+def _undefined_tiers(con: duckdb.DuckDBPyConnection) -> tuple[int, int | None]:
+    """Customers whose tier the rule file no longer defines: (how many, the lowest such tier)."""
+    [(count, tier)] = con.execute(
+        "SELECT count(*), min(tier) FROM tier_decisions WHERE tier NOT IN (SELECT tier FROM rule_tiers)"
     ).fetchall()
-    return count, example, tier
+    return count, tier
 
 
-def check_tiers_defined(loaded: LoadedProgram, month: Month, count: int, example: str | None, tier: int | None) -> None:
-    """A tier held under a buffer may have been removed from the rule file since: refuse, never drop."""
+def check_tiers_defined(loaded: LoadedProgram, month: Month, count: int, tier: int | None) -> None:
+    """A tier held under a buffer may have been removed from the rule file since: refuse, never drop.
+    The message names no customer (it reaches Prefect's logs); the month before's snapshot lists them."""
     if count:
         raise StateError(
-            f"{loaded.name} {month}: {count} customers (e.g. {example}) hold tier {tier}, which {loaded.path} "
-            "no longer defines; keep the tier in the rule file until no customer holds it"
+            f"{loaded.name} {month}: {count} customers hold tier {tier}, which {loaded.path} no longer defines "
+            f"(tiers sql \"SELECT customer_id FROM {loaded.name} WHERE as_of = '{month.plus(-1).last_day}' AND "
+            f"tier = {tier}\"); keep the tier in the rule file until no customer holds it"
         )
 
 
@@ -162,11 +163,11 @@ def _manifest(con: duckdb.DuckDBPyConnection, loaded: LoadedProgram, month: Mont
 @dataclass(frozen=True)
 class Written:
     """What ``write_snapshot`` wrote: its rows, seconds per stage, and the customers whose tier the rule
-    file no longer defines (count, first customer, lowest tier); nothing is written when there are any."""
+    file no longer defines (count, lowest tier); nothing is written when there are any."""
 
     rows: int
     seconds: dict[str, float]
-    undefined: tuple[int, str | None, int | None]
+    undefined: tuple[int, int | None]
 
 
 def write_snapshot(con: duckdb.DuckDBPyConnection, loaded: LoadedProgram, vocab: Vocabularies, month: Month,

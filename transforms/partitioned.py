@@ -180,12 +180,12 @@ def evaluate_bucket(run_dir: Path, bucket: int, loaded: LoadedProgram, vocab: Vo
             "seconds": {**seconds, **written.seconds}}
 
 
-def undefined_tiers(results: list[dict]) -> tuple[int, str | None, int | None]:
+def undefined_tiers(results: list[dict]) -> tuple[int, int | None]:
     """The buckets' counts of customers holding a tier no longer defined, as one evaluation would count them."""
     found = [r["undefined"] for r in results if r["undefined"][0]]
     if not found:
-        return 0, None, None
-    return sum(f[0] for f in found), min(f[1] for f in found), min(f[2] for f in found)
+        return 0, None
+    return sum(f[0] for f in found), min(f[1] for f in found)
 
 
 def combine(con: duckdb.DuckDBPyConnection, warehouse: Warehouse, run_dir: Path, partitions: int) -> tuple[Path, int]:
