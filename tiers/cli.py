@@ -19,7 +19,7 @@ from rich.table import Table
 
 from tiers import progress
 from tiers.errors import TiersError
-from tiers.warehouse import DEFAULT_WAREHOUSE, Warehouse, database_error
+from tiers.warehouse import DEFAULT_WAREHOUSE, Warehouse, database_error, keep_private
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Month-end customer tier evaluation.")
 rules_app = typer.Typer(no_args_is_help=True, help="Rule files (programs).")
@@ -54,6 +54,7 @@ _DEBUG_LOGGING = {"PREFECT_LOGGING_LEVEL": "INFO", "PREFECT_LOGGING_ROOT_LEVEL":
 @app.callback()
 def main(debug: Annotated[bool, typer.Option("--debug", help="Show Prefect's logs and full tracebacks.")] = False):
     _state["debug"] = debug
+    keep_private()  # whatever any command writes (snapshots, reports, scratch) is owner and group only
     # Before Prefect is imported (commands import flows lazily): quiet unless debugging. Besides its
     # own loggers, Prefect prints its services' warnings through the root logger and its temporary
     # server's through uvicorn's; on the command line the one plain error line is the output.
@@ -147,7 +148,7 @@ def _check_executor(executor: str, dask_address: Optional[str], partitions: Opti
 
 
 def _print_summary(result: dict) -> None:
-    for note in result["skipped"]:
+    for note in result["skipped"] + result["resumed"]:
         out.print(note, style="yellow", markup=False, highlight=False)
     files = Table(title="Input files", title_justify="left")
     for column in ("source", "file", "read", "used", "quarantined", "this run"):
