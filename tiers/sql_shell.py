@@ -78,6 +78,10 @@ def _parquet(folder: Path, glob: str, hive: bool) -> str:
     return f"SELECT * FROM read_parquet({literal(duckdb_path(folder) + '/' + glob)}{options}, union_by_name = true)"
 
 
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
 def _has_files(folder: Path, pattern: str) -> bool:
     return folder.is_dir() and any(folder.glob(pattern))
 
@@ -100,7 +104,7 @@ def view_statements(warehouse_dir: Path) -> list[str]:
         folder = snapshots / f"program={program}"
         body = (_parquet(folder, "*/*.parquet", hive=True) if _has_files(folder, "*/*.parquet")
                 else _empty("program"))
-        statements.append(f'CREATE VIEW "{program}" AS {body}')
+        statements.append(f"CREATE VIEW {_quoted(program)} AS {body}")
     quarantine = folders["quarantine"]
     statements.append("CREATE VIEW quarantine AS " + (
         _parquet(quarantine, "**/*.parquet", hive=False) if _has_files(quarantine, "**/*.parquet")
@@ -114,9 +118,9 @@ def view_statements(warehouse_dir: Path) -> list[str]:
         for entry in sorted(equity.iterdir()):
             name = "equity_" + _IDENTIFIER.sub("_", entry.name.removesuffix(".parquet").lower())
             if entry.is_dir() and _has_files(entry, "**/*.parquet"):
-                statements.append(f'CREATE VIEW "{name}" AS ' + _parquet(entry, "**/*.parquet", hive=True))
+                statements.append(f"CREATE VIEW {_quoted(name)} AS " + _parquet(entry, "**/*.parquet", hive=True))
             elif entry.is_file() and entry.suffix == ".parquet":
-                statements.append(f'CREATE VIEW "{name}" AS SELECT * FROM read_parquet({literal(duckdb_path(entry))})')
+                statements.append(f"CREATE VIEW {_quoted(name)} AS SELECT * FROM read_parquet({literal(duckdb_path(entry))})")
     return statements
 
 
