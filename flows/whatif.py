@@ -5,7 +5,8 @@ warehouse and compare its tiers, customer by customer, with the published snapsh
                                                   rules.yaml (the file tried), movers.parquet, movers.csv
 
 The published warehouse is only read: its snapshot folders are listed and its snapshot files read
-(never its DuckDB file), so a what-if can run beside the month-end run.
+(never its DuckDB file, nor its writer lock), so a what-if can run beside the month-end run; it writes
+under <warehouse>/scratch/ only (data-contract.md section 3).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from rules.loader import load_program
 from tiers import snapshots
 from tiers.errors import BadRowsError, TiersError
 from tiers.months import Month, month_range
+from tiers.paths import duckdb_path
 from tiers.warehouse import Warehouse
 from transforms import runner
 from transforms.quarantine import bad_rows_message
@@ -35,9 +37,10 @@ def compare(scratch: Warehouse, published: Warehouse, program: str, months: list
     """Write ``movers.parquet`` and ``movers.csv`` into the scratch folder; return counts per move.
 
     A mover is a customer-month whose what-if tier differs from the published one (sql/whatif_movers.sql)."""
+    # duckdb_path: DuckDB globs even a list of files; a warehouse named wh[1] must not read wh1's.
     files = {
-        "published": [str(snapshots.snapshot_path(published, program, m)) for m in months],
-        "whatif": [str(snapshots.snapshot_path(scratch, program, m)) for m in months],
+        "published": [duckdb_path(snapshots.snapshot_path(published, program, m)) for m in months],
+        "whatif": [duckdb_path(snapshots.snapshot_path(scratch, program, m)) for m in months],
     }
     parquet, csv = scratch.root / "movers.parquet", scratch.root / "movers.csv"
     with scratch.connect() as con:

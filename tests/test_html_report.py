@@ -128,7 +128,7 @@ def test_figures_tell_the_scenarios_story(reports):
 def test_every_program_of_the_month_and_missing_months(warehouse):
     paths = build_report(warehouse, Month.parse("2025-08"), None)
     assert paths == [report_path(warehouse, p, Month.parse("2025-08")) for p in ("boc_vip", "icbc_star")]
-    assert not list((warehouse / "staging").glob("report-*"))  # written by rename, nothing left behind
+    assert not list((warehouse / "reports").rglob(".report-*"))  # written by rename, nothing left behind
     with pytest.raises(TiersError, match=r"boc_vip: no snapshot for 2026-06 .*published: 2024-12\.\.2025-08"):
         build_report(warehouse, Month.parse("2026-06"), "boc_vip")
     with pytest.raises(TiersError, match=r"icbc_star 2024-12\.\.2026-06"):
@@ -178,3 +178,20 @@ def test_migration_counts_customers_who_joined_or_left(warehouse, tmp_path):
     assert "joined this month" in html and "left this month" in html
     with pytest.raises(TiersError, match=r"published: 2026-05\.\.2026-06"):
         build_report(store, Month.parse("2026-04"), "icbc_star")
+
+
+def test_writes_under_reports_only(warehouse, tmp_path):
+    """A reader (data-contract.md section 3): the report adds files under reports/ and changes nothing else,
+    the writer's database included; it works with that database gone."""
+    store = tmp_path / "warehouse"
+    shutil.copytree(warehouse, store, ignore=shutil.ignore_patterns("reports", "tiers.duckdb*", "tiers.lock"))
+
+    def tree() -> dict[str, tuple[int, int]]:
+        return {str(p.relative_to(store)): (p.stat().st_size, p.stat().st_mtime_ns) for p in store.rglob("*")}
+
+    before = tree()
+    [path] = build_report(store, Month.parse("2025-08"), "boc_vip")
+    after = tree()
+    assert {k: v for k, v in after.items() if k in before} == before
+    assert all(k.startswith("reports") for k in after.keys() - before.keys())
+    assert str(path.relative_to(store)) in after and not (store / "tiers.duckdb").exists()

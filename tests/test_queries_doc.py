@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tiers.cli import app
-from tiers.sql_shell import connect
+from tiers.sql_shell import locked_connection
 
 PROJECT = Path(__file__).resolve().parent.parent
 GOLDEN = PROJECT / "tests" / "golden"
@@ -40,7 +40,11 @@ def test_each_documented_query_runs_through_tiers_sql(warehouse, query):
 
 
 def test_documented_queries_give_the_golden_numbers(warehouse):
-    con = connect(warehouse)
+    with locked_connection(warehouse) as con:
+        check_golden_numbers(con)
+
+
+def check_golden_numbers(con):
     by_month = con.sql(QUERIES[1]).fetchall()
     june = {(tier, count) for as_of, tier, _, count in by_month if str(as_of) == "2025-06-30"}
     expected_june = [r for r in EXPECTED if r["as_of"] == "2025-06-30"]

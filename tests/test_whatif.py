@@ -179,3 +179,18 @@ def test_whatif_command_prints_the_moves(published, trial_rules, tiers_cli, tmp_
     [scratch] = (warehouse / "scratch").iterdir()
     assert f"who and why: {scratch / 'movers.csv'}" in lines
     assert (scratch / "movers.csv").is_file()
+
+
+def test_compare_reads_a_bracketed_warehouse_literally(tmp_path):
+    """DuckDB globs the paths it reads: `wh[1]` would match the decoy `wh1` unless taken literally."""
+    from flows.whatif import compare
+
+    published, decoy = Warehouse(tmp_path / "wh[1]"), Warehouse(tmp_path / "wh1")
+    scratch = Warehouse(tmp_path / "wh[1]" / "scratch" / "whatif-x")
+    _write_snapshot(published, "2025-01", "('a', 5, 'five', 'meets', 2500.00, 5, 2500.00, 25000.00)")
+    _write_snapshot(decoy, "2025-01", "('a', 1, 'quasi', 'meets', 1.00, 1, 1.00, 10.00)")
+    _write_snapshot(scratch, "2025-01", "('a', 4, 'four', 'downgrade', 900.00, 4, 900.00, 9000.00)")
+
+    result = compare(scratch, published, "p", [Month.parse("2025-01")])
+
+    assert [(c["from_tier"], c["to_tier"]) for c in result["counts"]] == [(5, 4)]

@@ -314,11 +314,11 @@ def whatif(
 @app.command()
 @_plain_errors
 def sql(
-    query: Annotated[Optional[str], typer.Argument(help="A query; none opens a shell.")] = None,
+    query: Annotated[Optional[str], typer.Argument(help="A query; none reads statements from standard input.")] = None,
     warehouse: WarehouseDir = DEFAULT_WAREHOUSE,
     max_rows: Annotated[int, typer.Option("--max-rows", min=1, help="Rows shown.")] = 100,
 ):
-    """Query the snapshots with DuckDB: views `snapshots`, one per program, and `quarantine`."""
+    """Query the published Parquet, read-only: views `snapshots`, one per program, `quarantine`, `runs`."""
     from tiers.sql_shell import open_shell, run_query
 
     if query is None:

@@ -2,9 +2,11 @@
 
 Everything is read back from what the run published, never recomputed from raw data: the snapshot row
 (figures ``fig_*``, points ``pts_*``, computed / floor / capped and the state-machine columns), the
-manifest beside it (which rule file), the rule file itself (bands, rates, floors, caps, calendar) and,
-when the warehouse database can be read, the held products and credit events behind the floor and the
-cap. The snapshot is the authority: the explanation describes its decision, it does not re-decide.
+manifest beside it (which rule file) and the rule file itself (bands, rates, floors, caps, calendar).
+Never the warehouse's DuckDB file: a reader must not block or break a writing run (data-contract.md
+section 3), so the floor and the cap are the snapshot's ``floor_tier`` and ``capped``, and the rule
+file says which products give that floor and which credit events cap. The snapshot is the authority:
+the explanation describes its decision, it does not re-decide.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from rules.schema import BalanceFigure, Condition, Program, TierBand
 from tiers import snapshots
 from tiers.errors import TiersError
 from tiers.months import Month, window
+from tiers.paths import duckdb_path
 from tiers.warehouse import Warehouse
 
 CENT = Decimal("0.01")
@@ -35,6 +38,10 @@ def _amount(value: Decimal) -> str:
 
 def _bound(value: Decimal) -> str:
     return f"{int(value):,}" if value == value.to_integral_value() else f"{value.normalize():,f}"
+
+
+def _either(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} or {items[-1]}"
 
 
 def _plural(count: int, noun: str) -> str:
@@ -61,8 +68,9 @@ def _holds(op: str, value: Decimal | None, bound: Decimal) -> bool | None:
 def _snapshot_row(path: Path, customer_id: str) -> dict | None:
     con = duckdb.connect()
     try:
+        # duckdb_path: DuckDB globs the path even as a parameter; a warehouse wh[1] must not read wh1.
         cursor = con.execute("SELECT * FROM read_parquet($path) WHERE customer_id = $id",
-                             {"path": str(path), "id": customer_id})
+                             {"path": duckdb_path(path), "id": customer_id})
         row = cursor.fetchone()
         return None if row is None else dict(zip([d[0] for d in cursor.description], row))
     finally:
@@ -80,36 +88,6 @@ def _rule_file(warehouse: Warehouse, program: str, month: Month) -> tuple[Loaded
         if path.is_file():
             return load_program(path), manifest
     raise TiersError(f"no rule file for {program}: looked for {', '.join(map(str, candidates))}")
-
-
-def _reference(warehouse: Warehouse, customer_id: str) -> tuple[list[dict] | None, list[dict] | None, str | None]:
-    """The customer's held products and credit events, or (None, None, why) when the database cannot
-    be read (absent, or locked by a writing run): the snapshot alone still explains the tier."""
-    if not warehouse.database.is_file():
-        return None, None, f"no warehouse database at {warehouse.database}: floor and cap come from the snapshot alone"
-    try:
-        con = duckdb.connect(str(warehouse.database), read_only=True)
-    except duckdb.Error as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        return None, None, f"warehouse database not readable ({first_line}): floor and cap come from the snapshot alone"
-    try:
-        def rows(sql: str) -> list[dict]:
-            cursor = con.execute(sql, {"id": customer_id})
-            names = [d[0] for d in cursor.description]
-            return [dict(zip(names, row)) for row in cursor.fetchall()]
-
-        products = rows("SELECT product_code, opened_on, closed_on FROM held_products "
-                        "WHERE customer_id = $id ORDER BY opened_on, product_code")
-        events = rows("SELECT event_code, started_on, cured_on FROM credit_events "
-                      "WHERE customer_id = $id ORDER BY started_on, event_code")
-        return products, events, None
-    finally:
-        con.close()
-
-
-def _active(since: date, until: date | None, as_of: date) -> bool:
-    # As the evaluation SQL: held / active from the first day, no longer on the closing / cure day.
-    return since <= as_of and (until is None or as_of < until)
 
 
 # -- the parts of an explanation -------------------------------------------------------------------
@@ -259,31 +237,20 @@ def _figures_summary(bands: list[dict], computed: int, next_up: dict | None) -> 
     return "; ".join(parts)
 
 
-def _floor(rules: Program, row: dict, products: list[dict] | None, as_of: date, warnings: list[str]) -> dict:
-    floor = {"tier": row["floor_tier"], "products": None}
-    if products is not None:
-        held = [{**p, "floor_tier": rules.floors[p["product_code"]]} for p in products
-                if p["product_code"] in rules.floors and _active(p["opened_on"], p["closed_on"], as_of)]
-        floor["products"] = held
-        now = max((p["floor_tier"] for p in held), default=None)
-        if now != row["floor_tier"]:
-            warnings.append(f"the held products in the warehouse now give floor {now}, "
-                            f"the snapshot has {row['floor_tier']} "
-                            "(the products file changed since, or the rule file's floors did)")
-    return floor
+def _floor(rules: Program, row: dict) -> dict:
+    """The snapshot's floor, and the products that give that tier under the rule file (one of them is
+    held; which one the snapshot does not record)."""
+    tier = row["floor_tier"]
+    products = [] if tier is None else sorted(code for code, floor in rules.floors.items() if floor == tier)
+    return {"tier": tier, "products": products}
 
 
-def _cap(rules: Program, row: dict, events: list[dict] | None, as_of: date, warnings: list[str]) -> dict:
-    cap = {"capped": row["capped"], "cap_tier": rules.caps.tier if rules.caps else None, "events": None}
-    if events is not None:
-        codes = rules.caps.events if rules.caps else []
-        active = [e for e in events if e["event_code"] in codes and _active(e["started_on"], e["cured_on"], as_of)]
-        cap["events"] = active
-        if bool(active) != bool(row["capped"]):
-            verb = "cap" if active else "do not cap"
-            warnings.append(f"the credit events in the warehouse now {verb} this customer, "
-                            f"the snapshot has capped = {row['capped']} (the credit events file changed since)")
-    return cap
+def _cap(rules: Program, row: dict, warnings: list[str]) -> dict:
+    """The snapshot's cap, and the credit events that cap under the rule file (one of them is active)."""
+    events = list(rules.caps.events) if rules.caps and row["capped"] else []
+    if row["capped"] and not rules.caps:
+        warnings.append("the snapshot is capped, but the current rule file has no caps")
+    return {"capped": row["capped"], "cap_tier": rules.caps.tier if rules.caps else None, "events": events}
 
 
 def _buffer_clause(tier: str, failed: int, since: date | None, k: int, next_review: date) -> str:
@@ -302,8 +269,9 @@ def _decision(e: dict) -> str:
     as_of, next_review = e["as_of"], e["next_review"]
     floor = e["floor"]
     if floor["tier"] is not None and floor["tier"] > e["computed_tier"]:
-        held = [p["product_code"] for p in floor["products"] or [] if p["floor_tier"] == floor["tier"]]
-        source = f"the {', '.join(held)} floor" if held else "a held-product floor"
+        held = floor["products"]
+        source = f"the {held[0]} floor" if len(held) == 1 else (
+            f"a {_either(held)} floor" if held else "a held-product floor")
         earned = (f"earned {e['earned_tier_name']} through {source} "
                   f"(its figures earn {e['computed_tier_name']}: {e['figures_summary']})")
     else:
@@ -326,9 +294,7 @@ def _decision(e: dict) -> str:
                 f"{_plural(k, 'failed review')}: {earned}.")
     if reason == "credit_cap":
         events = e["cap"]["events"]
-        by = ", ".join(f"{ev['event_code']} (since {ev['started_on']}"
-                       + (f", cured on {ev['cured_on']})" if ev["cured_on"] else ")")
-                       for ev in events) if events else "an active credit event"
+        by = f"an active credit event ({_either(events)})" if events else "an active credit event"
         return (f"Capped at {tier} by {by}: {earned}; a cap has no buffer, and the tier climbs back at the "
                 f"first month-end after the event is cured.")
     return f"{tier} ({reason}): {earned}."
@@ -356,9 +322,6 @@ def _explain(warehouse: Warehouse, program: str, month: Month, customer_id: str)
     if loaded.version != row["rules_version"]:
         warnings.append(f"the rule file {loaded.path} is now {loaded.version}, but this snapshot was computed with "
                         f"{row['rules_version']}: the bands and rates shown may have changed since")
-    products, events, unreadable = _reference(warehouse, customer_id)
-    if unreadable:
-        warnings.append(unreadable)
     names = rules.tier_names
 
     def name(tier: int | None) -> str | None:
@@ -381,8 +344,8 @@ def _explain(warehouse: Warehouse, program: str, month: Month, customer_id: str)
         "bands": bands,
         "next_band_up": None if next_up is None else {k: next_up[k] for k in ("tier", "name", "gap")},
         "figures_summary": _figures_summary(bands, row["computed_tier"], next_up),
-        "floor": _floor(rules, row, products, as_of, warnings),
-        "cap": _cap(rules, row, events, as_of, warnings),
+        "floor": _floor(rules, row),
+        "cap": _cap(rules, row, warnings),
         "earned_tier": earned,
         "earned_tier_name": name(earned),
         "previous_tier": row["previous_tier"],
@@ -451,17 +414,14 @@ def render_text(explanation: dict) -> str:
         lines.append(f"  next band up: {e['next_band_up']['gap']}")
     floor, cap = e["floor"], e["cap"]
     if floor["products"]:
-        held = ", ".join(f"{p['product_code']} (floor {p['floor_tier']}, held since {p['opened_on']}"
-                         + (f", closes {p['closed_on']})" if p["closed_on"] else ")") for p in floor["products"])
+        held = f"a held {_either(floor['products'])}"
     else:
-        held = "no floor product held" if floor["products"] is not None else "held products unknown"
+        held = "no floor product held" if floor["tier"] is None else "a held product"
     lines += ["", f"Floor: {floor['tier'] if floor['tier'] is not None else 'none'} ({held})"]
     if cap["events"]:
-        active = ", ".join(f"{ev['event_code']} since {ev['started_on']}"
-                           + (f", cured {ev['cured_on']}" if ev["cured_on"] else "")
-                           for ev in cap["events"])
+        active = f"an active {_either(cap['events'])}"
     else:
-        active = "no active credit event" if cap["events"] is not None else "credit events unknown"
+        active = "no active credit event" if not cap["capped"] else "an active credit event"
     cap_text = f"capped at {cap['cap_tier']}" if cap["capped"] else "not capped"
     lines.append(f"Cap: {cap_text} ({active})")
     previous = ("none (first evaluation)" if e["previous_tier"] is None

@@ -20,6 +20,7 @@ from plotly.offline import get_plotlyjs
 
 from tiers.errors import TiersError
 from tiers.months import Month
+from tiers.paths import duckdb_path
 from tiers.snapshots import publish, published_months, published_programs, snapshot_path
 from tiers.warehouse import Warehouse
 
@@ -64,7 +65,8 @@ def report_data(store: Warehouse, program: str, month: Month) -> dict:
     # Last month's snapshot is the state the engine moved from (its previous_tier), so only that month counts.
     previous = month.plus(-1) if month.plus(-1) in months else None
     con = duckdb.connect()
-    files = [str(snapshot_path(store, program, m)) for m in months if m <= month]
+    # duckdb_path: DuckDB globs even a list of files; a warehouse named wh[1] must not read wh1's.
+    files = [duckdb_path(snapshot_path(store, program, m)) for m in months if m <= month]
     # union_by_name: a rule change may add or drop pts_/fig_ columns between months.
     con.read_parquet(files, hive_partitioning=True, union_by_name=True).create_view("snap")
     now = {"as_of": month.last_day}
@@ -259,9 +261,10 @@ def _spans(months: list[Month]) -> str:
 
 
 def _write(store: Warehouse, target: Path, html: str) -> Path:
-    """Staged beside the warehouse's other staged files, then renamed: a reader never sees half a report."""
-    store.staging.mkdir(parents=True, exist_ok=True)
-    staged = store.staging / f"report-{uuid.uuid4().hex}.html"
+    """Staged as a hidden file beside its target, then renamed: a reader never sees half a report, and
+    the report writes under reports/ only (the staging folder is the writing run's)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staged = target.parent / f".report-{uuid.uuid4().hex}.html.tmp"
     try:
         staged.write_text(html, encoding="utf-8")
         publish(staged, target)

@@ -7,6 +7,7 @@ from pathlib import Path
 import duckdb
 from rich.table import Table
 
+from tiers.paths import duckdb_path
 from tiers.snapshots import program_dir
 from tiers.warehouse import Warehouse
 
@@ -17,7 +18,7 @@ def tier_counts(warehouse_dir: Path, program: str) -> Table:
     rows = duckdb.sql(
         "SELECT as_of, tier, tier_name, count(*) AS customers "
         "FROM read_parquet($glob, hive_partitioning = true) GROUP BY ALL ORDER BY as_of, tier DESC",
-        params={"glob": str(folder / "*" / "*.parquet")},
+        params={"glob": duckdb_path(folder) + "/*/*.parquet"},  # the folder literally, its files by pattern
     ).fetchall()
     tiers = sorted({(tier, name) for _, tier, name, _ in rows}, reverse=True)
     # Tier numbers as headers keep the table narrow enough for an 80-column log; the caption names them.
