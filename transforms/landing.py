@@ -46,7 +46,6 @@ COLUMNS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "credit_events": (("customer_id", "event_code", "started_on"), ("cured_on",)),
     "fx_rates": (("rate_date", "currency", "cny_per_unit"), ()),
 }
-MONEY_COLUMNS = {"balance", "amount", "cny_per_unit", "fee_factor"}
 MONTHLY = ("balances", "transactions")
 # The cells of a month's rows that validation needs typed: (column, kind, name of the typed value).
 # Each kind has a text_<kind> macro and, for Parquet columns of a fitting type, a typed_<kind> one
@@ -55,8 +54,29 @@ TYPED_CELLS: dict[str, tuple[tuple[str, str, str], ...]] = {
     "balances": (("balance_date", "date", "day"), ("balance", "money", "amount")),
     "transactions": (("txn_date", "date", "day"), ("amount", "money", "txn_amount"), ("fee_factor", "fee", "fee_value")),
 }
-_INTEGER_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT"}
+# The Parquet types a contract column may have (data-contract.md section 1, "Physical types"): text,
+# or a type that holds exactly what the text would. Anything else (integer or floating-point money,
+# a TIMESTAMP date, an integer id) rejects the whole file: integer cents are not yuan, and a type is
+# never guessed. ("NULL" is DuckDB's type of a column that is entirely empty.) The future datasets'
+# `points` and `score` will also accept integer types (the contract allows them); they are not read yet.
+_TEXT_TYPES = {"VARCHAR", '"NULL"'}
+_DECIMAL_SCALE = {"balance": 2, "amount": 2, "cny_per_unit": 8, "fee_factor": 6}
+_DATE_COLUMNS = {"balance_date", "txn_date", "opened_on", "closed_on", "started_on", "cured_on", "rate_date"}
 _MAX_DECIMALS = {"money": 2, "fee": 6}
+
+
+def _physical_type_problem(column: str, column_type: str) -> str | None:
+    """What a Parquet column of this type may be instead, or None when the type is accepted."""
+    if column_type in _TEXT_TYPES:
+        return None
+    if column in _DECIMAL_SCALE:
+        decimal = re.fullmatch(r"DECIMAL\((\d+),(\d+)\)", column_type)
+        if decimal and int(decimal.group(2)) <= _DECIMAL_SCALE[column]:
+            return None
+        return f"text or DECIMAL with at most {_DECIMAL_SCALE[column]} decimals"
+    if column in _DATE_COLUMNS:
+        return None if column_type == "DATE" else "text or DATE"
+    return "text"  # ids and codes: an integer id loses leading zeros, a float one its digits
 
 
 @dataclass(frozen=True)
@@ -208,9 +228,10 @@ def _checked_parquet_columns(con: duckdb.DuckDBPyConnection, path: Path, dataset
     """A Parquet file's column types, once it is known to be readable, complete and free of float money."""
     types = _parquet_columns(con, path)
     required, optional = COLUMNS[dataset]
-    for name in sorted(MONEY_COLUMNS & types.keys() & set(required + optional)):
-        if types[name] in ("FLOAT", "DOUBLE", "REAL"):
-            raise InputError(f"{path}: column {name} is {types[name]}; money must be DECIMAL or text, never a float")
+    for name in required + optional:
+        accepted = _physical_type_problem(name, types[name]) if name in types else None
+        if accepted:
+            raise InputError(f"{path}: column {name} is {types[name]}; expected {accepted} (a type is never guessed)")
     _check_required(path, dataset, set(types))
     return types
 
@@ -286,8 +307,7 @@ def _fits(kind: str, column_type: str) -> bool:
     """Whether a Parquet column's type holds ``kind`` as it is (no text pattern needed)."""
     if kind == "date":
         return column_type == "DATE"
-    if column_type in _INTEGER_TYPES:
-        return True
+    # Only DECIMAL reaches here typed: integer money was rejected with the file (_physical_type_problem).
     decimal = re.fullmatch(r"DECIMAL\((\d+),(\d+)\)", column_type)
     return bool(decimal) and int(decimal.group(2)) <= _MAX_DECIMALS[kind]
 
