@@ -26,6 +26,7 @@ import pyarrow as pa
 
 from tiers.checksums import sha256_file
 from tiers.errors import InputError
+from tiers.paths import duckdb_path
 from tiers.months import Month
 from transforms import runner
 
@@ -208,7 +209,7 @@ def _csv_header(path: Path) -> list[str]:
 
 def _parquet_columns(con: duckdb.DuckDBPyConnection, path: Path) -> dict[str, str]:
     try:
-        described = con.execute("DESCRIBE SELECT * FROM read_parquet($path)", {"path": str(path)}).fetchall()
+        described = con.execute("DESCRIBE SELECT * FROM read_parquet($path)", {"path": duckdb_path(path)}).fetchall()
     except duckdb.Error as error:
         raise InputError(f"{path}: not a readable Parquet file ({first_line(error)})") from None
     return {name: column_type for name, column_type, *_ in described}
@@ -346,9 +347,10 @@ def land(con: duckdb.DuckDBPyConnection, source: Source) -> str:
             return f"NULLIF(CAST(src.{column} AS VARCHAR), '')" if column in types else "CAST(NULL AS VARCHAR)"
 
         raw = ", ".join(f"{text_of(c)} AS {c}" for c in required + optional)
-        file = runner.literal(path)
+        # The name as a value; as the reader's argument, escaped: DuckDB would expand [, * and ? in it.
+        file, pattern = runner.literal(path), runner.literal(duckdb_path(path))
         parts.append(f"SELECT {file} AS source_file, {ordinal} AS file_ordinal, src.file_row_number + 1 AS source_row, {raw}, "
-                     f"{_typed_cells(dataset, types, text_of)} FROM read_parquet({file}, file_row_number = true) AS src")
+                     f"{_typed_cells(dataset, types, text_of)} FROM read_parquet({pattern}, file_row_number = true) AS src")
     view = f"landed_{dataset}"
     con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS " + " UNION ALL ".join(parts))
     return view
@@ -383,7 +385,7 @@ def stage(con: duckdb.DuckDBPyConnection, source: Source, table: str) -> None:
             record_lines = None
         # An empty cell means "not given" in Parquet as in CSV (where the reader already makes it NULL).
         picked = ", ".join(f"NULLIF(CAST({c} AS VARCHAR), '')" if c in present else "NULL" for c in wanted)
-        params = {"path": str(path)}
+        params = {"path": duckdb_path(path)}  # literally this file, never a pattern
         if columns is not None:
             params["columns"] = columns
         if path.suffix == ".parquet":
