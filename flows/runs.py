@@ -49,7 +49,7 @@ def _evaluator(executor: str, dask_address: str | None, partitions: int | None, 
 
 def _run(input_dir: str, first: str, last: str, warehouse_dir: str, programs: list[str] | None,
          max_bad_rows: int, wait_seconds: float, executor: str = "local", dask_address: str | None = None,
-         partitions: int | None = None) -> dict:
+         partitions: int | None = None, require_control: bool = False) -> dict:
     input_path = Path(input_dir)
     if not input_path.is_dir():
         raise TiersError(f"{input_dir}: the landing folder does not exist")
@@ -70,10 +70,12 @@ def _run(input_dir: str, first: str, last: str, warehouse_dir: str, programs: li
         progress.stage("ingest", 1 + len(plan.ingest))
         progress.stage("evaluate", len(plan.evaluations))
         ingested = tasks.ingest_reference(input_dir, warehouse_dir,
-                                          months_ahead=[(dataset, str(month)) for dataset, month, _ in plan.ingest])
+                                          months_ahead=[(dataset, str(month)) for dataset, month, _ in plan.ingest],
+                                          require_control=require_control)
         progress.advance("ingest", "reference files")
         for dataset, month, needed_by in plan.ingest:
-            ingested.append(tasks.ingest_month(input_dir, warehouse_dir, dataset, str(month), needed_by))
+            ingested.append(tasks.ingest_month(input_dir, warehouse_dir, dataset, str(month), needed_by,
+                                               require_control=require_control))
             progress.advance("ingest", f"{dataset}/{month}")
         # Counted over every source this run uses, including months ingested by earlier runs.
         if sum(result.rows_quarantined for result in ingested) > max_bad_rows:
@@ -91,7 +93,8 @@ def _run(input_dir: str, first: str, last: str, warehouse_dir: str, programs: li
 @flow(name="tiers-month-end", log_prints=True)
 def month_end(input_dir: str, month: str | None = None, warehouse_dir: str = "data/warehouse",
               programs: list[str] | None = None, max_bad_rows: int = 0, wait_seconds: float = 0,
-              executor: str = "local", dask_address: str | None = None, partitions: int | None = None) -> dict:
+              executor: str = "local", dask_address: str | None = None, partitions: int | None = None,
+              require_control: bool = False) -> dict:
     """Evaluate one month-end (and re-evaluate every later published month, in order).
 
     Without ``month`` (a scheduled run), the month just ended at the run's scheduled time. ``executor``
@@ -100,13 +103,14 @@ def month_end(input_dir: str, month: str | None = None, warehouse_dir: str = "da
     """
     month = month or str(scheduled_month())
     return _run(input_dir, month, month, warehouse_dir, programs, max_bad_rows, wait_seconds,
-                executor, dask_address, partitions)
+                executor, dask_address, partitions, require_control=require_control)
 
 
 @flow(name="tiers-backfill", log_prints=True)
 def backfill(input_dir: str, first: str, last: str, warehouse_dir: str = "data/warehouse",
              programs: list[str] | None = None, max_bad_rows: int = 0, wait_seconds: float = 0,
-             executor: str = "local", dask_address: str | None = None, partitions: int | None = None) -> dict:
+             executor: str = "local", dask_address: str | None = None, partitions: int | None = None,
+             require_control: bool = False) -> dict:
     """Evaluate every month from ``first`` to ``last`` in order, carrying state month to month."""
     return _run(input_dir, first, last, warehouse_dir, programs, max_bad_rows, wait_seconds,
-                executor, dask_address, partitions)
+                executor, dask_address, partitions, require_control=require_control)
