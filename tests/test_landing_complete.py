@@ -182,7 +182,7 @@ def test_a_last_line_too_long_for_the_reader_is_not_dropped(tmp_path):
     lines = path.read_bytes().count(b"\n")
     with path.open("ab") as handle:
         handle.write(b"huge-acct,borrower,demand_deposit,CNY,2025-06-15,1" + b"0" * (41 << 20) + b",\r\n")
-    with pytest.raises(InputError, match=rf"^{path}: line {lines + 1}: the CSV reader returned {lines - 1} rows "
+    with pytest.raises(InputError, match=rf"^{path}: cannot be read as CSV \(line {lines + 1}: the reader returned {lines - 1} rows "
                                          rf"but the file holds {lines} records"):
         ingest_once(Warehouse(tmp_path / "warehouse"), landing_dir)
 
@@ -192,7 +192,7 @@ def test_a_file_cut_inside_a_quoted_cell_names_the_line(tmp_path):
     path = landing_dir / B
     lines = path.read_bytes().count(b"\n")
     path.write_bytes(path.read_bytes() + b'cut-acct,borrower,"demand_dep')
-    with pytest.raises(InputError, match=rf"^{path}: line {lines + 1}: a quoted cell is never closed"):
+    with pytest.raises(InputError, match=rf"^{path}: cannot be read as CSV \(line {lines + 1}: a quoted cell is never closed"):
         ingest_once(Warehouse(tmp_path / "warehouse"), landing_dir)
 
 

@@ -501,8 +501,8 @@ def stage(con: duckdb.DuckDBPyConnection, source: Source, table: str) -> None:
             columns = {name: "VARCHAR" for name in header}
             records = csv_records(path)
             if records.unclosed_line is not None:
-                raise InputError(f"{path}: line {records.unclosed_line}: a quoted cell is never closed (the file ends "
-                                 "inside it: cut short, or still being written?)")
+                raise InputError(f"{path}: cannot be read as CSV (line {records.unclosed_line}: a quoted cell is never "
+                                 "closed, the file ends inside it: cut short, or still being written?)")
             record_lines = records.lines
             _check_required(path, source.dataset, present)
         else:
@@ -539,7 +539,7 @@ def stage(con: duckdb.DuckDBPyConnection, source: Source, table: str) -> None:
         if records is not None and inserted != records.count:
             # Read = used + quarantined holds only if every record was read: name the first one that was not.
             line = records.line_of(min(inserted, records.count) + 1) if inserted < records.count else records.line_of(records.count)
-            raise InputError(f"{path}: line {line}: the CSV reader returned {inserted} rows but the file holds "
-                             f"{records.count} records; every line must be a record, a blank line or part of a "
-                             "quoted cell (a line too long for the reader, or a stray carriage return?)")
+            raise InputError(f"{path}: cannot be read as CSV (line {line}: the reader returned {inserted} rows but "
+                             f"the file holds {records.count} records; every line must be a record, a blank line or "
+                             "part of a quoted cell: a line too long for the reader?)")
 
