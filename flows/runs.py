@@ -103,7 +103,7 @@ def month_end(input_dir: str, month: str | None = None, warehouse_dir: str = "da
     """
     month = month or str(scheduled_month())
     return _run(input_dir, month, month, warehouse_dir, programs, max_bad_rows, wait_seconds,
-                executor, dask_address, partitions, require_control=require_control)
+                executor, dask_address, partitions, require_control)
 
 
 @flow(name="tiers-backfill", log_prints=True)
@@ -113,4 +113,4 @@ def backfill(input_dir: str, first: str, last: str, warehouse_dir: str = "data/w
              require_control: bool = False) -> dict:
     """Evaluate every month from ``first`` to ``last`` in order, carrying state month to month."""
     return _run(input_dir, first, last, warehouse_dir, programs, max_bad_rows, wait_seconds,
-                executor, dask_address, partitions, require_control=require_control)
+                executor, dask_address, partitions, require_control)
