@@ -33,6 +33,8 @@ from typing import Callable
 import duckdb
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
 from tiers.errors import BadRowsError, InputError, TiersError
 
@@ -730,6 +732,50 @@ def test_every_corrupted_landing_folder_is_refused_or_gives_the_clean_rows(case,
     assert case.month == MONTH
     assert published(warehouse).keys() == before.keys()
     assert snapshot_rows(warehouse, case.program) == snapshot_rows(template, case.program)
+
+
+# The same property over corruptions drawn at random: a file of the run cut at any byte, a line dropped,
+# repeated or blanked, bytes inserted anywhere. Every outcome is either a refusal or the clean rows.
+_FAST_FILES = ["customers.csv", "fx_rates.csv", "products.csv", "credit_events.csv", B]
+
+
+def _corrupt(data: bytes, operation: str, at: float, junk: bytes) -> bytes:
+    lines = data.split(b"\n")
+    index = min(int(at * len(lines)), len(lines) - 1)
+    if operation == "cut":
+        return data[: int(at * len(data))]
+    if operation == "drop_line":
+        return b"\n".join(lines[:index] + lines[index + 1:])
+    if operation == "repeat_line":
+        return b"\n".join(lines[: index + 1] + lines[index:])
+    if operation == "blank_line":
+        return b"\n".join(lines[:index] + [b""] + lines[index:])
+    offset = int(at * len(data))
+    return data[:offset] + junk + data[offset:]
+
+
+@pytest.mark.slow
+@settings(max_examples=25, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rel=st.sampled_from(_FAST_FILES), operation=st.sampled_from(["cut", "drop_line", "repeat_line", "blank_line", "insert"]),
+       at=st.floats(0, 1), junk=st.binary(min_size=1, max_size=8))
+def test_a_randomly_corrupted_landing_folder_is_refused_or_gives_the_clean_rows(template, tmp_path_factory, rel,
+                                                                             operation, at, junk):
+    from flows.runs import month_end
+
+    case = Case("random", lambda landing: write_controls(landing), Succeeds(same_as_before))
+    landing, warehouse = prepare(case, template, tmp_path_factory.mktemp("random"))
+    path = landing / rel
+    path.write_bytes(_corrupt(path.read_bytes(), operation, at, junk))
+    before = published(warehouse)
+    try:
+        month_end.fn(str(landing), MONTH, str(warehouse), [FAST], require_control=True)
+    except TiersError as error:
+        event(f"refused: {type(error).__name__}")
+        assert str(error).strip() and published(warehouse) == before, str(error)
+        return
+    event("the clean rows")
+    assert snapshot_rows(warehouse, FAST) == snapshot_rows(template, FAST)
 
 
 def test_non_utf8_byte_in_a_data_row_is_not_blamed_on_the_header(tmp_path):
