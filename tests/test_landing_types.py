@@ -7,7 +7,7 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from tests.test_ingest import copy_landing, ingest_once, open_ingestor, quarantined
+from tests.test_ingest import balance_month, copy_landing, ingest_once, open_ingestor, quarantined
 from tiers.errors import InputError
 from tiers.warehouse import Warehouse
 
@@ -97,3 +97,20 @@ def test_a_padded_customer_id_in_the_customers_file_is_a_bad_row(tmp_path):
         assert con.execute("SELECT count(*) FROM customers WHERE customer_id LIKE '%padded%'").fetchone() == (0,)
     rows = duckdb.sql(f"SELECT customer_id, reason FROM read_parquet('{warehouse.quarantine}/customers/reference.parquet')").fetchall()
     assert rows == [(" padded", "padded_value")]
+
+
+def test_a_padded_account_id_is_quarantined_and_not_summed(tmp_path):
+    """account_id is checked per account (balance_accounts), not per row: its rows must still be left out."""
+    landing = copy_landing(tmp_path)
+    june = landing / "balances" / "2025-06.csv"
+    warehouse = Warehouse(tmp_path / "clean")
+    ingest_once(warehouse, landing)
+    clean = balance_month(warehouse)
+    june.write_bytes(june.read_bytes() + b"padded-acct ,borrower,demand_deposit,CNY,2025-06-30,900000.00,\r\n")
+    warehouse = Warehouse(tmp_path / "warehouse")
+
+    result = ingest_once(warehouse, landing)
+
+    assert (result.files[0].rows_read, result.rows_quarantined) == (91, 1)
+    assert [(r["account_id"], r["reason"]) for r in quarantined(warehouse)] == [("padded-acct ", "padded_value")]
+    assert balance_month(warehouse) == clean

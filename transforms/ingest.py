@@ -106,10 +106,12 @@ def month_may_have_bad_rows(con: duckdb.DuckDBPyConnection, dataset: str) -> boo
     tables: a row failed a check of its own, names an unknown customer, shares its key, or cannot be
     converted. Each problem in validated_<dataset> comes from exactly one of these."""
     summaries = _MONTH_SUMMARIES[dataset]
+    # Balances: a padded account_id is found per account, not per row (validated_balances).
+    padded = " + (SELECT count(*) FROM balance_accounts WHERE padded(account_id))" if dataset == "balances" else ""
     [(problems,)] = con.execute(
         f"SELECT (SELECT count(*) FROM {summaries.customers} "
         f"        WHERE rows_failed > 0 OR rows_not_converted > 0 OR (rows_passed > 0 AND NOT known))"
-        f" + (SELECT count(*) FROM {summaries.duplicates})"
+        f" + (SELECT count(*) FROM {summaries.duplicates})" + padded
     ).fetchall()
     return problems > 0
 

@@ -12,7 +12,8 @@ CREATE OR REPLACE TEMP MACRO text_money(cell) AS
 -- An id (customer_id, account_id, txn_id) with leading or trailing whitespace (any Unicode space,
 -- e.g. a fixed-width export's trailing blanks or an ideographic space) is a bad row, `padded_value`:
 -- `T1 ` is neither `T1` nor another id. Ids are otherwise compared exactly as written. About 0.066 s
--- per million cells (2 cores), so a month's customer_id is checked among its unknown customers only.
+-- per million cells (2 cores): a balance's account_id is checked per account, a month's customer_id
+-- among its unknown customers only (validated_*).
 CREATE OR REPLACE TEMP MACRO padded(id) AS regexp_matches(id, '^[\s\p{Z}]|[\s\p{Z}]$');
 CREATE OR REPLACE TEMP MACRO typed_money(cell) AS TRY_CAST(cell AS DECIMAL(18, 2));
 -- A fee factor: at most 2 digits before the point and 6 after.

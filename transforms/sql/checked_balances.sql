@@ -20,7 +20,6 @@ SELECT
         WHEN l.account_id IS NULL THEN 'account_id:missing_value'
         WHEN l.customer_id IS NULL THEN 'customer_id:missing_value'
         WHEN l.product_code IS NULL THEN 'product_code:missing_value'
-        WHEN padded(l.account_id) THEN 'account_id:padded_value'
         WHEN l.day IS NULL AND l.balance_date IS NULL THEN 'balance_date:missing_value'
         WHEN l.amount IS NULL AND l.balance IS NULL THEN 'balance:missing_value'
         WHEN l.day IS NULL THEN 'balance_date:unparseable'
