@@ -232,3 +232,21 @@ def test_a_month_only_hidden_files_make_is_missing(tmp_path):
     with pytest.raises(InputError, match="has no .csv or .parquet files"):
         landing.month_source(landing_dir, "balances", Month.parse("2025-06"), "the test")
 
+
+
+# -- through the installed command -------------------------------------------------------------------------
+
+def test_tiers_run_require_control_fails_plainly_naming_the_file_not_ready(tiers_cli, tmp_path, monkeypatch):
+    monkeypatch.delenv("PREFECT_LOGGING_LEVEL", raising=False)
+    landing_dir = copy_landing(tmp_path)
+    for name in ("customers.csv", "fx_rates.csv", "products.csv", "credit_events.csv"):
+        write_control(landing_dir / name, figures(landing_dir / name, None)[0], None)
+    warehouse = tmp_path / "warehouse"
+
+    done = tiers_cli("run", "--input", str(landing_dir), "--month", "2025-06", "--program", "bohai_wealth",
+                     "--warehouse", str(warehouse), "--require-control")
+
+    assert done.returncode == 1, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"error: {landing_dir / B}: not ready"), done.stderr
+    assert not list((warehouse / "snapshots").rglob("*.parquet"))
