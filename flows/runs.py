@@ -50,7 +50,7 @@ def _evaluator(executor: str, dask_address: str | None, partitions: int | None, 
 
 def _run(input_dir: str, first: str, last: str, warehouse_dir: str, programs: list[str] | None,
          max_bad_rows: int, wait_seconds: float, executor: str = "local", dask_address: str | None = None,
-         partitions: int | None = None, command: str = "run") -> dict:
+         partitions: int | None = None, require_control: bool = False, command: str = "run") -> dict:
     input_path = Path(input_dir)
     if not input_path.is_dir():
         raise TiersError(f"{input_dir}: the landing folder does not exist")
@@ -63,7 +63,7 @@ def _run(input_dir: str, first: str, last: str, warehouse_dir: str, programs: li
         record = run_log.RunRecord(snapshots.new_run_id(), command)
         try:
             result = _locked_run(input_path, warehouse, first_month, last_month, programs, max_bad_rows,
-                                 executor, dask_address, partitions, record)
+                                 executor, dask_address, partitions, require_control, record)
         except BaseException as error:
             # Before its journal, nothing of this run is published and what it staged goes now (a kill's, at
             # the next run). After it, the staged months are the journal's: the next run publishes them.
@@ -78,7 +78,7 @@ def _run(input_dir: str, first: str, last: str, warehouse_dir: str, programs: li
 
 def _locked_run(input_path: Path, warehouse: Warehouse, first_month: Month, last_month: Month,
                 programs: list[str] | None, max_bad_rows: int, executor: str, dask_address: str | None,
-                partitions: int | None, record: run_log.RunRecord) -> dict:
+                partitions: int | None, require_control: bool, record: run_log.RunRecord) -> dict:
     """The run, holding the writer lock: evaluate into this run's staging, then publish every month at once."""
     input_dir, warehouse_dir, run_id = str(input_path), str(warehouse.root), record.run_id
     progress = current()
@@ -100,10 +100,12 @@ def _locked_run(input_path: Path, warehouse: Warehouse, first_month: Month, last
         progress.stage("ingest", 1 + len(plan.ingest))
         progress.stage("evaluate", len(plan.evaluations))
         ingested = tasks.ingest_reference(input_dir, warehouse_dir,
-                                          months_ahead=[(dataset, str(month)) for dataset, month, _ in plan.ingest])
+                                          months_ahead=[(dataset, str(month)) for dataset, month, _ in plan.ingest],
+                                          require_control=require_control)
         progress.advance("ingest", "reference files")
         for dataset, month, needed_by in plan.ingest:
-            ingested.append(tasks.ingest_month(input_dir, warehouse_dir, dataset, str(month), needed_by))
+            ingested.append(tasks.ingest_month(input_dir, warehouse_dir, dataset, str(month), needed_by,
+                                               require_control=require_control))
             progress.advance("ingest", f"{dataset}/{month}")
         files = [f for result in ingested for f in result.files]
         record.rows_read = sum(f.rows_read for f in files)
@@ -128,7 +130,8 @@ def _locked_run(input_path: Path, warehouse: Warehouse, first_month: Month, last
 @flow(name="tiers-month-end", log_prints=True, persist_result=False)
 def month_end(input_dir: str, month: str | None = None, warehouse_dir: str = "data/warehouse",
               programs: list[str] | None = None, max_bad_rows: int = 0, wait_seconds: float = 0,
-              executor: str = "local", dask_address: str | None = None, partitions: int | None = None) -> dict:
+              executor: str = "local", dask_address: str | None = None, partitions: int | None = None,
+              require_control: bool = False) -> dict:
     """Evaluate one month-end (and re-evaluate every later published month, in order).
 
     Without ``month`` (a scheduled run), the month just ended at the run's scheduled time. ``executor``
@@ -137,13 +140,14 @@ def month_end(input_dir: str, month: str | None = None, warehouse_dir: str = "da
     """
     month = month or str(scheduled_month())
     return _run(input_dir, month, month, warehouse_dir, programs, max_bad_rows, wait_seconds,
-                executor, dask_address, partitions)
+                executor, dask_address, partitions, require_control)
 
 
 @flow(name="tiers-backfill", log_prints=True, persist_result=False)
 def backfill(input_dir: str, first: str, last: str, warehouse_dir: str = "data/warehouse",
              programs: list[str] | None = None, max_bad_rows: int = 0, wait_seconds: float = 0,
-             executor: str = "local", dask_address: str | None = None, partitions: int | None = None) -> dict:
+             executor: str = "local", dask_address: str | None = None, partitions: int | None = None,
+             require_control: bool = False) -> dict:
     """Evaluate every month from ``first`` to ``last`` in order, carrying state month to month."""
     return _run(input_dir, first, last, warehouse_dir, programs, max_bad_rows, wait_seconds,
-                executor, dask_address, partitions, command="backfill")
+                executor, dask_address, partitions, require_control, command="backfill")

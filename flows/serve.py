@@ -5,7 +5,8 @@
         .venv/bin/python -m flows.serve --input /srv/landing --warehouse /srv/warehouse
 
 The month-end deployment runs at 02:00 on the 1st, Asia/Shanghai, and evaluates the month just ended
-(it passes no month; the flow derives it from the scheduled time). The backfill deployment has no
+(it passes no month; the flow derives it from the scheduled time) and requires control files
+(data-contract.md section 1): a landing file without its `.ctl` fails the run as not ready. The backfill deployment has no
 schedule: trigger it with `prefect deployment run tiers-backfill/backfill -p first=2025-01 -p last=2025-06`.
 The same two deployments are declared in prefect.yaml for `prefect deploy --all` with a work pool.
 """
@@ -28,7 +29,8 @@ def deployments(input_dir: str, warehouse_dir: str) -> list[RunnerDeployment]:
         month_end.to_deployment(
             name="month-end",
             schedules=[Cron(MONTH_END_CRON, timezone=TIMEZONE)],
-            parameters=where,
+            # The bank's extract may still be writing at 02:00: a file without its control file is not ready.
+            parameters={**where, "require_control": True},
             description="Evaluates the month just ended at 02:00 on the 1st (Asia/Shanghai).",
         ),
         backfill.to_deployment(

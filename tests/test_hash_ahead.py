@@ -1,57 +1,80 @@
-"""Landing files hashed ahead on a background thread give the same SHA-256 as hashing them on demand."""
+"""Landing files hashed ahead on a background thread: the same result as hashing them on demand, and
+whether a file changed is decided by its content alone (never by size or mtime)."""
 
 from __future__ import annotations
 
-import hashlib
+import os
 
-import duckdb
+import blake3
 import pytest
 
-from transforms import landing, runner
+from tiers.errors import InputError
+from transforms import landing
 
 
-@pytest.fixture
-def con():
-    connection = duckdb.connect()
-    runner.run(connection, "warehouse_schema")
-    yield connection
-    connection.close()
-
-
-def test_hashed_ahead_equals_hashed_on_demand_and_is_cached(con, tmp_path):
+def test_hashed_ahead_equals_hashed_on_demand(tmp_path):
     files = []
     for index in range(3):
         path = tmp_path / f"month-{index}.csv"
         path.write_bytes(bytes(range(256)) * (4096 * (index + 1)))
         files.append(path)
-    landing.hash_ahead(con, files)
+    landing.hash_ahead(files)
     for path in files:
-        assert landing.file_sha256(path, con) == hashlib.sha256(path.read_bytes()).hexdigest()
-    # Now cached in the warehouse: nothing is hashed ahead again.
-    landing.hash_ahead(con, files)
-    assert not any(str(path.resolve()) == key[0] for path in files for key in landing._AHEAD)
+        assert landing.seen(path).digest == blake3.blake3(path.read_bytes()).hexdigest()
+    assert not any(str(path.resolve()) in landing._AHEAD for path in files)  # picked up, not kept
 
 
-def test_a_changed_file_is_hashed_again(con, tmp_path):
+def test_a_corrected_file_of_the_same_size_and_mtime_is_a_changed_file(tmp_path):
+    path = tmp_path / "month.csv"
+    path.write_bytes(b"id,balance\na,100.00\n")
+    first = landing.seen(path)
+    stat = path.stat()
+    path.write_bytes(b"id,balance\na,900.00\n")  # the same size
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # and the same mtime
+    assert path.stat().st_size == stat.st_size and path.stat().st_mtime_ns == stat.st_mtime_ns
+    assert landing.seen(path).digest != first.digest
+
+
+def test_a_file_hashed_ahead_then_replaced_is_hashed_again(tmp_path):
+    path = tmp_path / "month.csv"
+    path.write_bytes(b"a\n")
+    landing.hash_ahead([path])
+    landing._AHEAD[str(path.resolve())].result()  # the background hash is done
+    path.write_bytes(b"bb\n")  # replaced before the run got to it: this is the file the run reads
+    assert landing.seen(path).digest == blake3.blake3(b"bb\n").hexdigest()
+
+
+def test_a_read_that_fails_in_the_background_is_tried_again_where_the_digest_is_asked(tmp_path, monkeypatch):
     path = tmp_path / "month.csv"
     path.write_text("a\n")
-    landing.hash_ahead(con, [path])
-    first = landing.file_sha256(path, con)
-    path.write_text("a,b\n")  # another size: another cache key
-    assert landing.file_sha256(path, con) != first == hashlib.sha256(b"a\n").hexdigest()
-
-
-def test_a_read_that_fails_in_the_background_fails_where_the_checksum_is_asked(con, tmp_path, monkeypatch):
-    path = tmp_path / "month.csv"
-    path.write_text("a\n")
+    real = landing.content_digest
 
     def unreadable(file):
         raise OSError(f"{file}: input/output error")
 
-    monkeypatch.setattr(landing, "sha256_file", unreadable)
-    landing.hash_ahead(con, [path])
+    monkeypatch.setattr(landing, "content_digest", unreadable)
+    landing.hash_ahead([path])
+    landing._AHEAD[str(path.resolve())].exception()
     with pytest.raises(OSError, match="input/output error"):
-        landing.file_sha256(path, con)
-    # The failure is not cached: asked again, the file is read again.
-    monkeypatch.undo()
-    assert landing.file_sha256(path, con) == hashlib.sha256(b"a\n").hexdigest()
+        landing.seen(path)  # still failing: the error surfaces here
+    monkeypatch.setattr(landing, "content_digest", real)
+    assert landing.seen(path).digest == blake3.blake3(b"a\n").hexdigest()
+
+
+def test_verify_unchanged_fails_on_new_content_and_on_a_rewrite_with_the_same_bytes(tmp_path):
+    path = tmp_path / "month.csv"
+    path.write_bytes(b"h\n1\n")
+    before = landing.seen(path)
+    assert landing.verify_unchanged(before) == __import__("hashlib").sha256(b"h\n1\n").hexdigest()
+    path.write_bytes(b"h\n2\n")
+    with pytest.raises(InputError, match="changed while this run read it"):
+        landing.verify_unchanged(before)
+    # Truncated and written again with the same bytes while the run read it: the read may have seen
+    # nothing, so the identity (times) fails it even though the content is back.
+    path.write_bytes(b"h\n1\n")
+    os.utime(path, ns=(before.identity[3], before.identity[3]))
+    with pytest.raises(InputError, match=str(path)):
+        landing.verify_unchanged(before)
+    path.unlink()
+    with pytest.raises(InputError, match="removed while this run read it"):
+        landing.verify_unchanged(before)

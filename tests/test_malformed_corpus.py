@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import io
+from decimal import Decimal
 import random
 import shutil
 from collections import Counter
@@ -32,6 +33,8 @@ from typing import Callable
 import duckdb
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
 from tiers.errors import BadRowsError, InputError, TiersError
 
@@ -70,6 +73,8 @@ class Case:
     program: str = FAST
     month: str = MONTH
     marks: tuple = field(default=())
+    require_control: bool = False  # run as the scheduled deployment does (--require-control)
+    during: Callable | None = None  # (monkeypatch, landing): something that happens while the run reads
 
 
 # -- ways to break a landing folder -----------------------------------------------------------------
@@ -239,6 +244,85 @@ def latin1(rel: str, text: str, header: bool = False) -> Callable[[Path], None]:
 
 # -- what a successful case must show ----------------------------------------------------------------
 
+MONEY = {"balances": "balance", "transactions": "amount"}
+
+
+def control_figures(path: Path) -> tuple[int, str]:
+    """A control file's line for a clean CSV: its data rows and the sum of its money column as written."""
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = [r for r in csv.DictReader(handle)]
+    money = MONEY.get(path.parent.name)
+    return len(rows), (str(sum((Decimal(r[money]) for r in rows), Decimal(0))) if money else "")
+
+
+def write_controls(landing: Path, clean: Path = GOLDEN / SCENARIO / "landing") -> None:
+    """Control files as the bank's extract wrote them for its clean files, beside each file's name."""
+    for source in clean.rglob("*.csv"):
+        rows, total = control_figures(source)
+        rel = source.relative_to(clean)
+        (landing / rel).parent.mkdir(parents=True, exist_ok=True)
+        (landing / f"{rel}.ctl").write_text(f"rows,total\n{rows},{total}\n")
+
+
+def control(rel: str, rows_delta: int = 0, total_delta: str = "0", text: str | None = None) -> Callable[[Path], None]:
+    """Write the control file of ``rel``: the clean figures moved by the deltas, or ``text`` as it is."""
+    def breaks(landing: Path) -> None:
+        path = landing / rel
+        if text is None:
+            rows, total = control_figures(path)
+            total = str(Decimal(total) + Decimal(total_delta)) if total else ""
+            content = f"rows,total\n{rows + rows_delta},{total}\n"
+        else:
+            content = text
+        (landing / f"{rel}.ctl").write_text(content)
+    return breaks
+
+
+def long_last_line(rel: str, megabytes: int = 41) -> Callable[[Path], None]:
+    """A last line longer than DuckDB's reader takes (it dropped a 40 MB one without a word)."""
+    def breaks(landing: Path) -> None:
+        path = landing / rel
+        with path.open("ab") as handle:
+            handle.write(b"long-acct,borrower,demand_deposit,CNY,2025-06-15,1" + b"0" * (megabytes << 20) + b",\r\n")
+    return breaks
+
+
+def into_folder_with_hidden_files(rel: str) -> Callable[[Path], None]:
+    """The month as a folder, as Spark writes one: its part, _SUCCESS, a hidden part in progress, _temporary/."""
+    def breaks(landing: Path) -> None:
+        path = landing / rel
+        folder = path.with_suffix("")
+        (folder / "_temporary").mkdir(parents=True)
+        path.rename(folder / "part-00000.csv")
+        (folder / "_SUCCESS").write_bytes(b"")
+        (folder / ".part-00001.csv").write_text("account_id\nhalf-written")
+        (folder / "_temporary" / "part-00002.csv").write_text("garbage\n")
+    return breaks
+
+
+def changed_while_read(rel: str, same_bytes: bool = False) -> Callable:
+    """The file is rewritten while the run reads it (after its rows were read, before they are stored)."""
+    def during(monkeypatch, landing: Path) -> None:
+        from transforms import ingest
+
+        path = landing / rel
+        original = path.read_bytes()
+        real = ingest.Ingestor._validate_month
+
+        def read_then_rewrite(self, source):
+            validated = real(self, source)
+            if path in source.files:
+                if same_bytes:  # truncated and written again: the read may have seen an empty file
+                    path.write_bytes(original[: original.index(b"\n") + 1])
+                    path.write_bytes(original)
+                else:
+                    path.write_bytes(original.replace(b"2025-06-15", b"2025-06-16", 1))
+            return validated
+
+        monkeypatch.setattr(ingest.Ingestor, "_validate_month", read_then_rewrite)
+    return during
+
+
 def _query(warehouse: Path, sql: str, params: dict | None = None) -> list[tuple]:
     con = duckdb.connect(str(warehouse / "tiers.duckdb"), read_only=True)
     try:
@@ -296,6 +380,9 @@ def same_as_before(landing: Path, warehouse: Path, template: Path, result: dict)
 B = f"balances/{MONTH}.csv"
 T = f"transactions/{MONTH}.csv"
 DOUBLE_KEY = ("duplicate_key", 2)
+
+
+LF_ENDINGS = rewrite(B, lambda t: t.replace("\r\n", "\n"))
 
 
 def bad(column: str, reason: str, rows: int = 1) -> dict[tuple[str, str], int]:
@@ -374,7 +461,41 @@ CASES = [
     Case("repeated_column_products", rewrite("products.csv", lambda t: t.replace("closed_on", "opened_on", 1)),
          RunFails(InputError, "products.csv", ("repeats",))),
 
+    # ---- types are never guessed (data-contract.md section 1, "Physical types") ----
+    Case("parquet_integer_cents_balances",
+         to_parquet(B, "* REPLACE (CAST(CAST(balance AS DECIMAL(18, 2)) * 100 AS BIGINT) AS balance)"),
+         RunFails(InputError, f"balances/{MONTH}.parquet", ("column balance is BIGINT", "DECIMAL with at most 2 decimals"))),
+    Case("parquet_timestamp_date_transactions", to_parquet(T, "* REPLACE (CAST(txn_date AS TIMESTAMP) AS txn_date)"),
+         RunFails(InputError, f"transactions/{MONTH}.parquet", ("column txn_date is TIMESTAMP", "text or DATE")),
+         program=ICBC),
+    Case("parquet_integer_id_balances", to_parquet(B, "* REPLACE (CAST(hash(account_id) % 1000 AS BIGINT) AS account_id)"),
+         RunFails(InputError, f"balances/{MONTH}.parquet", ("column account_id is BIGINT", "expected text"))),
+
+    # ---- complete files only (section 1, "Control files") ----
+    Case("control_rows_do_not_match_balances", control(B, rows_delta=1),
+         RunFails(InputError, B, (f"{B}.ctl", "says 91 rows", "has 90 rows"))),
+    Case("control_total_does_not_match_transactions", control(T, total_delta="0.01"),
+         RunFails(InputError, T, (f"{T}.ctl", "total")), program=ICBC),
+    Case("malformed_control_customers", control("customers.csv", text="rows;total\n4;\n"),
+         RunFails(InputError, "customers.csv.ctl", ("malformed control file",))),
+    Case("no_control_file_with_require_control", lambda landing: None,
+         RunFails(InputError, "customers.csv", ("not ready", "customers.csv.ctl")), require_control=True),
+    Case("a_month_without_its_control_file", both(write_controls, delete(f"{B}.ctl")),
+         RunFails(InputError, B, ("not ready",)), require_control=True),
+    Case("long_last_line_dropped_by_the_reader", long_last_line(B),
+         RunFails(InputError, B, ("line 92", "returned 90 rows", "91 records"))),
+    Case("cut_inside_a_quoted_cell",
+         lambda landing: (landing / B).write_bytes((landing / B).read_bytes() + b'cut-acct,borrower,"demand_dep'),
+         RunFails(InputError, B, ("line 92", "never closed"))),
+    # (LF endings: the same rows in new bytes, so that the stored month is read again.)
+    Case("rewritten_while_read", LF_ENDINGS, RunFails(InputError, B, ("changed while this run read it",)),
+         during=changed_while_read(B)),
+    Case("rewritten_with_the_same_bytes_while_read", LF_ENDINGS,
+         RunFails(InputError, B, ("changed while this run read it",)), during=changed_while_read(B, same_bytes=True)),
+
     # ---- it is valid after all ----
+    Case("matching_control_files_required", write_controls, Succeeds(same_as_before), require_control=True),
+    Case("hidden_and_underscore_files_in_a_month_folder", into_folder_with_hidden_files(B), Succeeds(same_as_before)),
     Case("header_only_balances_is_an_empty_month", rewrite(B, lambda t: t.splitlines()[0] + "\n"),
          Succeeds(empty_balances_month)),
     Case("header_only_transactions_is_an_empty_month", rewrite(T, lambda t: t.splitlines()[0] + "\n"),
@@ -400,6 +521,8 @@ CASES = [
     Case("bal_unknown_customer", add(B, customer_id="stranger"), BadRows(B, bad("customer_id", "unknown_customer"))),
     Case("bal_duplicate_account_and_day", repeat_line(B, 40), BadRows(B, bad("balance_date", *DOUBLE_KEY))),
     Case("bal_foreign_without_rate", add(B, currency="EUR"), BadRows(B, bad("currency", "no_fx_rate"))),
+    Case("bal_padded_account_id", add(B, account_id="corpus-acct "), BadRows(B, bad("account_id", "padded_value"))),
+    Case("bal_padded_customer_id", add(B, customer_id="\u3000borrower"), BadRows(B, bad("customer_id", "padded_value"))),
 
     # ---- bad rows: transactions ----
     Case("txn_missing_txn_id", add(T, txn_id=""), BadRows(T, bad("txn_id", "missing_value")), program=ICBC),
@@ -416,12 +539,18 @@ CASES = [
     Case("txn_unknown_customer", add(T, customer_id="stranger"), BadRows(T, bad("customer_id", "unknown_customer")), program=ICBC),
     Case("txn_duplicate_txn_id", add(T, txn_id="icbc_money-00010"), BadRows(T, bad("txn_id", *DOUBLE_KEY)), program=ICBC),
     Case("txn_foreign_without_rate", add(T, currency="GBP"), BadRows(T, bad("currency", "no_fx_rate")), program=ICBC),
+    Case("txn_padded_txn_id", add(T, txn_id="\tcorpus-txn"), BadRows(T, bad("txn_id", "padded_value")), program=ICBC),
+    # T1, t1 and "T1 " were counted as three: "T1 " is quarantined, T1 and t1 are two transactions (rows used).
+    Case("txn_ids_differ_by_case_and_padding", both(add(T, txn_id="T1"), add(T, txn_id="t1"), add(T, txn_id="T1 ")),
+         BadRows(T, bad("txn_id", "padded_value")), program=ICBC),
 
     # ---- bad rows: customers ----
     Case("cust_missing_customer_id", add("customers.csv", customer_id=""),
          BadRows("customers.csv", bad("customer_id", "missing_value"))),
     Case("cust_duplicate_customer_id", add("customers.csv", times=2),
          BadRows("customers.csv", bad("customer_id", *DOUBLE_KEY))),
+    Case("cust_padded_customer_id", add("customers.csv", customer_id="newcomer "),
+         BadRows("customers.csv", bad("customer_id", "padded_value"))),
 
     # ---- bad rows: products ----
     Case("prod_missing_opened_on", add("products.csv", opened_on=""),
@@ -463,7 +592,8 @@ def test_the_corpus_is_large_and_covers_every_reason_of_the_contract():
     assert len(CASES) >= 40 and len({case.id for case in CASES}) == len(CASES)
     reasons = {reason for case in CASES if isinstance(case.outcome, BadRows) for _, reason in case.outcome.reasons}
     assert reasons == {"missing_value", "unparseable", "out_of_range", "bad_currency", "outside_month",
-                       "unknown_code", "unknown_customer", "duplicate_key", "end_before_start", "no_fx_rate"}
+                       "unknown_code", "unknown_customer", "duplicate_key", "end_before_start", "no_fx_rate",
+                       "padded_value"}
     datasets = {_dataset(case.outcome.file) for case in CASES if isinstance(case.outcome, BadRows)}
     assert datasets == set(GOOD_ROWS)
 
@@ -561,12 +691,91 @@ def check_outcome(case: Case, landing: Path, warehouse: Path, template: Path, ru
 @pytest.mark.parametrize(
     "case", [pytest.param(case, id=case.id, marks=case.marks) for case in CASES]
 )
-def test_malformed_input_gets_its_outcome(case, template, tmp_path):
+def test_malformed_input_gets_its_outcome(case, template, tmp_path, monkeypatch):
     from flows.runs import month_end
 
     landing, warehouse = prepare(case, template, tmp_path)
+    if case.during:
+        case.during(monkeypatch, landing)
     check_outcome(case, landing, warehouse, template,
-                  lambda: month_end.fn(str(landing), case.month, str(warehouse), [case.program]))
+                  lambda: month_end.fn(str(landing), case.month, str(warehouse), [case.program],
+                                       require_control=case.require_control))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "case", [pytest.param(case, id=case.id, marks=case.marks) for case in CASES]
+)
+def test_every_corrupted_landing_folder_is_refused_or_gives_the_clean_rows(case, template, tmp_path, monkeypatch):
+    """The property over the whole corpus. The bank's extract writes a control file for each of its clean
+    files (data-contract.md section 1); the scheduled run requires them. Whatever then happened to the
+    folder, the run either fails (a TiersError: a non-zero exit) with nothing published, or publishes
+    exactly the rows of the clean run: never something else."""
+    from flows.runs import month_end
+
+    landing, warehouse = prepare(case, template, tmp_path)
+    clean = GOLDEN / SCENARIO / "landing"
+    for source in clean.rglob("*.csv"):  # as the extract wrote them, unless the case wrote its own
+        rel = source.relative_to(clean)
+        if not (landing / f"{rel}.ctl").exists():
+            rows, total = control_figures(source)
+            (landing / f"{rel}.ctl").write_text(f"rows,total\n{rows},{total}\n")
+    if case.during:
+        case.during(monkeypatch, landing)
+    before = published(warehouse)
+
+    try:
+        month_end.fn(str(landing), case.month, str(warehouse), [case.program], require_control=True)
+    except TiersError as error:
+        assert str(error).strip() and published(warehouse) == before, str(error)
+        return
+    assert case.month == MONTH
+    assert published(warehouse).keys() == before.keys()
+    assert snapshot_rows(warehouse, case.program) == snapshot_rows(template, case.program)
+
+
+# The same property over corruptions drawn at random: a file of the run cut at any byte, a line dropped,
+# repeated or blanked, bytes inserted anywhere. Every outcome is either a refusal or the clean rows.
+_FAST_FILES = ["customers.csv", "fx_rates.csv", "products.csv", "credit_events.csv", B]
+
+
+def _corrupt(data: bytes, operation: str, at: float, junk: bytes) -> bytes:
+    lines = data.split(b"\n")
+    index = min(int(at * len(lines)), len(lines) - 1)
+    if operation == "cut":
+        return data[: int(at * len(data))]
+    if operation == "drop_line":
+        return b"\n".join(lines[:index] + lines[index + 1:])
+    if operation == "repeat_line":
+        return b"\n".join(lines[: index + 1] + lines[index:])
+    if operation == "blank_line":
+        return b"\n".join(lines[:index] + [b""] + lines[index:])
+    offset = int(at * len(data))
+    return data[:offset] + junk + data[offset:]
+
+
+@pytest.mark.slow
+@settings(max_examples=25, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rel=st.sampled_from(_FAST_FILES), operation=st.sampled_from(["cut", "drop_line", "repeat_line", "blank_line", "insert"]),
+       at=st.floats(0, 1), junk=st.binary(min_size=1, max_size=8))
+def test_a_randomly_corrupted_landing_folder_is_refused_or_gives_the_clean_rows(template, tmp_path_factory, rel,
+                                                                             operation, at, junk):
+    from flows.runs import month_end
+
+    case = Case("random", lambda landing: write_controls(landing), Succeeds(same_as_before))
+    landing, warehouse = prepare(case, template, tmp_path_factory.mktemp("random"))
+    path = landing / rel
+    path.write_bytes(_corrupt(path.read_bytes(), operation, at, junk))
+    before = published(warehouse)
+    try:
+        month_end.fn(str(landing), MONTH, str(warehouse), [FAST], require_control=True)
+    except TiersError as error:
+        event(f"refused: {type(error).__name__}")
+        assert str(error).strip() and published(warehouse) == before, str(error)
+        return
+    event("the clean rows")
+    assert snapshot_rows(warehouse, FAST) == snapshot_rows(template, FAST)
 
 
 def test_non_utf8_byte_in_a_data_row_is_not_blamed_on_the_header(tmp_path):

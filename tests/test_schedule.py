@@ -47,8 +47,10 @@ def test_served_deployments_carry_the_same_schedule():
     [schedule] = month_end.schedules
     assert (schedule.schedule.cron, schedule.schedule.timezone) == ("0 2 1 * *", "Asia/Shanghai")
     assert backfill.schedules == []
-    assert month_end.parameters == backfill.parameters == {"input_dir": "/srv/landing",
-                                                           "warehouse_dir": "/srv/warehouse"}
+    where = {"input_dir": "/srv/landing", "warehouse_dir": "/srv/warehouse"}
+    # The scheduled run reads only files whose control file says they are complete (data contract section 1).
+    assert month_end.parameters == {**where, "require_control": True}
+    assert backfill.parameters == where
 
 
 def test_the_schedule_fires_at_two_on_the_first_in_shanghai():

@@ -35,6 +35,8 @@ Programs = Annotated[
     Optional[list[str]], typer.Option("--program", help="Program to evaluate (repeatable); default: every program.")
 ]
 MaxBadRows = Annotated[int, typer.Option("--max-bad-rows", min=0, help="Bad rows tolerated before nothing is published.")]
+RequireControl = Annotated[bool, typer.Option(
+    "--require-control", help="A landing file without its control file (<file>.ctl) is not ready: fail the run.")]
 Wait = Annotated[float, typer.Option("--wait", min=0, help="Seconds to wait for another run holding the warehouse.")]
 Executor = Annotated[str, typer.Option(
     "--executor", help="local: evaluate in this process; dask: each month's customers in buckets on a Dask cluster.")]
@@ -179,6 +181,7 @@ def run(
     executor: Executor = "local",
     dask_address: DaskAddress = None,
     partitions: Partitions = None,
+    require_control: RequireControl = False,
 ):
     """The month-end run: ingest what the window needs, evaluate, publish (and re-run later published months)."""
     from flows.runs import month_end
@@ -186,7 +189,7 @@ def run(
     _check_executor(executor, dask_address, partitions)
     with progress.reporting(out):
         result = month_end(str(input_dir), month, str(warehouse), program, max_bad_rows, wait,
-                           executor, dask_address, partitions)
+                           executor, dask_address, partitions, require_control=require_control)
     _print_summary(result)
 
 
@@ -203,6 +206,7 @@ def backfill(
     executor: Executor = "local",
     dask_address: DaskAddress = None,
     partitions: Partitions = None,
+    require_control: RequireControl = False,
 ):
     """Evaluate every month from --from to --to in order, carrying state month to month."""
     from flows.runs import backfill as backfill_flow
@@ -210,7 +214,7 @@ def backfill(
     _check_executor(executor, dask_address, partitions)
     with progress.reporting(out):
         result = backfill_flow(str(input_dir), first, last, str(warehouse), program, max_bad_rows, wait,
-                               executor, dask_address, partitions)
+                               executor, dask_address, partitions, require_control=require_control)
     _print_summary(result)
 
 

@@ -14,6 +14,7 @@ import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from decimal import Decimal
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, NamedTuple
@@ -22,6 +23,7 @@ import duckdb
 
 from rules.compile import rule_tables
 from rules.loader import VOCABULARIES_FILE, LoadedProgram, Vocabularies
+from tiers.checksums import sha256_file
 from tiers.errors import InputError
 from tiers.months import Month
 from transforms import landing, runner, txn_figures
@@ -104,10 +106,12 @@ def month_may_have_bad_rows(con: duckdb.DuckDBPyConnection, dataset: str) -> boo
     tables: a row failed a check of its own, names an unknown customer, shares its key, or cannot be
     converted. Each problem in validated_<dataset> comes from exactly one of these."""
     summaries = _MONTH_SUMMARIES[dataset]
+    # Balances: a padded account_id is found per account, not per row (validated_balances).
+    padded = " + (SELECT count(*) FROM balance_accounts WHERE padded(account_id))" if dataset == "balances" else ""
     [(problems,)] = con.execute(
         f"SELECT (SELECT count(*) FROM {summaries.customers} "
         f"        WHERE rows_failed > 0 OR rows_not_converted > 0 OR (rows_passed > 0 AND NOT known))"
-        f" + (SELECT count(*) FROM {summaries.duplicates})"
+        f" + (SELECT count(*) FROM {summaries.duplicates})" + padded
     ).fetchall()
     return problems > 0
 
@@ -126,13 +130,15 @@ class Ingestor:
     """Ingests sources of one landing folder into one warehouse connection."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection, input_dir: Path, quarantine_dir: Path,
-                 vocab: Vocabularies, programs: list[LoadedProgram]):
+                 vocab: Vocabularies, programs: list[LoadedProgram], require_control: bool = False):
         self.con = con
+        # With it, a landing file without its control file is not ready (the scheduled deployment).
+        self.require_control = require_control
         # Absolute, so quarantine rows and manifests name files unambiguously.
         self.input_dir = Path(input_dir).resolve()
         self.quarantine_dir = Path(quarantine_dir)
         self.vocab = vocab
-        self.vocab_sha = landing.file_sha256(VOCABULARIES_FILE)
+        self.vocab_sha = sha256_file(VOCABULARIES_FILE)
         self._register_txn_rules(programs)
 
     # -- rules shared by every month ------------------------------------------------------------
@@ -199,27 +205,71 @@ class Ingestor:
         ).fetchone()
         return _digest(row[0])
 
-    def _fingerprint(self, source: landing.Source) -> str:
-        parts = [self.vocab_sha] + [f"{p.name}:{landing.file_sha256(p, self.con)}" for p in source.files]
+    def _fingerprint(self, source: landing.Source) -> tuple[str, list[landing.Seen]]:
+        """The source's fingerprint, and its files as seen before reading them (see _verified)."""
+        self._check_ready(source)
+        seen = [landing.seen(p) for p in source.files]
+        parts = [self.vocab_sha] + [f"{s.path.name}:{s.digest}" for s in seen]
+        # A control file that arrives or changes re-reads the source, so that it is checked (a few bytes).
+        parts += [f"{c.path.name}:{c.rows}:{c.total}" for c in landing.controls(source)]
         if source.dataset in ("products", "credit_events"):
             parts.append(self.customers_sha())
         if source.month is not None:
             parts.append(self._fx_slice_digest(source.month))
         if source.dataset == "transactions":
             parts.append(self.txn_rules_sha)
-        return _digest(*parts)
+        return _digest(*parts), seen
+
+    def _check_ready(self, source: landing.Source) -> None:
+        missing = landing.missing_control(source) if self.require_control else None
+        if missing is not None:
+            raise InputError(f"{source.control_target}: not ready, its control file {missing} is missing "
+                             "(--require-control: a landing file without one may still be being written)")
+
+    def check_ready(self, months: list[tuple[str, Month]]) -> None:
+        """Before anything is read: with --require-control, every file the run will read has its control file."""
+        if not self.require_control:
+            return
+        for dataset, required in REFERENCE_DATASETS:
+            source = landing.reference_source(self.input_dir, dataset, required)
+            if source is not None:
+                self._check_ready(source)
+        for dataset, month in months:
+            self._check_ready(landing.month_source(self.input_dir, dataset, month, "this run"))
+
+    def _check_controls(self, source: landing.Source, figures: dict[str, tuple[int, Decimal | None]]) -> None:
+        """Each control file present against the rows read (bad ones included) and the money as written;
+        a mismatch fails the run before anything of the source is stored or published."""
+        for control in landing.controls(source):
+            rows = sum(figures.get(str(p), (0, None))[0] for p in control.covers)
+            totals = [figures.get(str(p), (0, None))[1] for p in control.covers]
+            total = sum((t for t in totals if t is not None), Decimal(0)) if control.total is not None else None
+            if rows != control.rows or (total is not None and total != control.total):
+                said = f"{control.rows} rows" + (f", total {control.total}" if control.total is not None else "")
+                found = f"{rows} rows" + (f", total {total}" if total is not None else "")
+                raise InputError(f"{control.covers[0] if len(control.covers) == 1 else source.control_target}: "
+                                 f"does not match its control file {control.path}: the control file says {said}, "
+                                 f"the data has {found}; nothing was published")
+
+    @staticmethod
+    def _verified(seen: list[landing.Seen]) -> dict[str, str]:
+        """After the last read of a source's files: each is still what was hashed before the read (else
+        InputError: a file being rewritten while read was once published as a 0-row month); their SHA-256
+        for the manifest, by path."""
+        return {str(s.path): landing.verify_unchanged(s) for s in seen}
 
     # -- quarantine ------------------------------------------------------------------------------
     def quarantine_path(self, dataset: str, month: Month | None) -> Path:
         return self.quarantine_dir / dataset / f"{month or 'reference'}.parquet"
 
-    def _write_quarantine(self, dataset: str, month: Month | None, validated: str) -> None:
+    def _stage_quarantine(self, dataset: str, month: Month | None, validated: str) -> Path | None:
+        """The bad rows in a staged file beside the quarantine's (None when there are none); published
+        by _publish_quarantine once the source's files are verified unchanged."""
         required, optional = landing.COLUMNS[dataset]
         target = self.quarantine_path(dataset, month)
         bad = self.con.execute(f"SELECT count(*) FROM {validated} WHERE reason IS NOT NULL").fetchone()[0]
         if not bad:
-            target.unlink(missing_ok=True)
-            return
+            return None
         target.parent.mkdir(parents=True, exist_ok=True)
         staged = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         raw_columns = ", ".join(required + optional)
@@ -229,7 +279,14 @@ class Ingestor:
             f"TO {runner.literal(staged)} (FORMAT parquet)",
             {"dataset": dataset, "month": str(month) if month else None},
         )
-        os.replace(staged, target)
+        return staged
+
+    def _publish_quarantine(self, dataset: str, month: Month | None, staged: Path | None) -> None:
+        target = self.quarantine_path(dataset, month)
+        if staged is None:
+            target.unlink(missing_ok=True)
+        else:
+            os.replace(staged, target)
 
     # -- ingestion -------------------------------------------------------------------------------
     @contextmanager
@@ -265,8 +322,19 @@ class Ingestor:
         return validated
 
     def _file_counts(self, source: landing.Source, rows: str, bad: str) -> list[FileCount]:
-        """Rows read per file (from ``rows``) and rows quarantined (``bad``); the rest were used."""
-        read = dict(self.con.execute(f"SELECT source_file, count(*) FROM {rows} GROUP BY source_file").fetchall())
+        """Rows read per file (from ``rows``) and rows quarantined (``bad``); the rest were used. Control
+        files are checked here, from the same scan (their money total is summed only when one is present)."""
+        money = landing.CONTROL_TOTALS.get(source.dataset)
+        if money and any(c.total is not None for c in landing.controls(source)):
+            text, typed = money
+            # As written, before conversion: the typed cell, or the text of one the contract's pattern refuses.
+            total = f"sum(COALESCE({typed}, TRY_CAST({text} AS DECIMAL(38, 6))))"
+        else:
+            total = "NULL"
+        figures = {path: (count, money_total) for path, count, money_total in self.con.execute(
+            f"SELECT source_file, count(*), {total} FROM {rows} GROUP BY source_file").fetchall()}
+        self._check_controls(source, figures)
+        read = {path: count for path, (count, _) in figures.items()}
         quarantined = dict(self.con.execute(f"SELECT source_file, count(*) FROM {bad} GROUP BY source_file").fetchall())
         counts = []
         for path in map(str, source.files):
@@ -274,7 +342,8 @@ class Ingestor:
             counts.append(FileCount(path, rows_read, rows_read - rows_bad, rows_bad))
         return counts
 
-    def _record(self, source: landing.Source, fingerprint: str, files: list[FileCount], seconds: float) -> None:
+    def _record(self, source: landing.Source, fingerprint: str, files: list[FileCount], seconds: float,
+                shas: dict[str, str]) -> None:
         month = source.month.first_day if source.month else None
         key = {"dataset": source.dataset, "month": month}
         where = "WHERE dataset = $dataset AND month IS NOT DISTINCT FROM $month"
@@ -290,7 +359,7 @@ class Ingestor:
         for f, path in zip(files, source.files):
             self.con.execute(
                 "INSERT INTO ingested_files VALUES ($dataset, $month, $path, $sha, $read, $used, $bad)",
-                {**key, "path": f.path, "sha": landing.file_sha256(path, self.con),
+                {**key, "path": f.path, "sha": shas[str(path)],
                  "read": f.rows_read, "used": f.rows_used, "bad": f.rows_quarantined},
             )
 
@@ -310,18 +379,19 @@ class Ingestor:
                     )
                 self.quarantine_path(dataset, None).unlink(missing_ok=True)
             return IngestResult(dataset, None, read_now=False)
-        fingerprint = self._fingerprint(source)
+        fingerprint, seen = self._fingerprint(source)
         stored = self._stored(dataset, None)
         if stored and stored[0] == fingerprint:
             return IngestResult(dataset, None, read_now=False, files=self._stored_files(dataset, None))
         started = time.perf_counter()
         validated = self._validate(source)
+        shas = self._verified(seen)  # the file was read once, into the staged table
         files = self._file_counts(source, validated, "rejected")
-        self._write_quarantine(dataset, None, "rejected")
+        self._publish_quarantine(dataset, None, self._stage_quarantine(dataset, None, "rejected"))
         with self._transaction():
             self.con.execute(f"DELETE FROM {table}")
             self.con.execute(f"INSERT INTO {table} {select_good}")
-            self._record(source, fingerprint, files, time.perf_counter() - started)
+            self._record(source, fingerprint, files, time.perf_counter() - started, shas)
         return IngestResult(dataset, None, read_now=True, files=files)
 
     def ingest_all_reference(self) -> list[IngestResult]:
@@ -332,7 +402,7 @@ class Ingestor:
         files = []
         for dataset, month in months:
             files += landing.month_source(self.input_dir, dataset, month, "this run").files
-        landing.hash_ahead(self.con, files)
+        landing.hash_ahead(files)
 
     def _month_is_current(self, source: landing.Source, fingerprint: str) -> bool:
         stored = self._stored(source.dataset, source.month)
@@ -358,14 +428,15 @@ class Ingestor:
 
     def ingest_month(self, dataset: str, month: Month, needed_by: str) -> IngestResult:
         source = landing.month_source(self.input_dir, dataset, month, needed_by)
-        fingerprint = self._fingerprint(source)
+        fingerprint, seen = self._fingerprint(source)
         if self._month_is_current(source, fingerprint):
             return IngestResult(dataset, str(month), read_now=False, files=self._stored_files(dataset, month))
         started = time.perf_counter()
+        staged_quarantine = None
         try:
             self._validate_month(source)
             files = self._file_counts(source, f"landed_{dataset}", "rejected")
-            self._write_quarantine(dataset, month, "rejected")
+            staged_quarantine = self._stage_quarantine(dataset, month, "rejected")
             table, sql_name = _MONTH_TABLES[dataset]
             with self._transaction():
                 self.con.execute(f"DELETE FROM {table} WHERE month = $month", {"month": month.first_day})
@@ -379,9 +450,16 @@ class Ingestor:
                     f"FROM {_MONTH_SUMMARIES[dataset].customers} WHERE rows_passed > 0",
                     key,
                 )
-                self._record(source, fingerprint, files, time.perf_counter() - started)
+                # The month's files were read for the last time above (a Parquet month is a view over them).
+                shas = self._verified(seen)
+                self._record(source, fingerprint, files, time.perf_counter() - started, shas)
+                self._publish_quarantine(dataset, month, staged_quarantine)
+                staged_quarantine = None
         except (duckdb.IOException, duckdb.InvalidInputException) as error:
             # A month's Parquet files are read while validating, not while staging: a page that cannot
             # be read or decoded shows here (DuckDB's message names the file). Other errors are bugs.
             raise InputError(f"{source.label}: cannot be read ({landing.first_line(error)})") from None
+        finally:
+            if staged_quarantine is not None:
+                staged_quarantine.unlink(missing_ok=True)
         return IngestResult(dataset, str(month), read_now=True, files=files)

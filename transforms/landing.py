@@ -14,18 +14,21 @@ parsing it again for every scan would cost more than keeping it.
 from __future__ import annotations
 
 import csv
+import io
 import re
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 
 import duckdb
 import numpy as np
 import pyarrow as pa
 
-from tiers.checksums import sha256_file
+from tiers.checksums import content_and_sha256, content_digest
 from tiers.errors import InputError, TiersError
+from tiers.paths import duckdb_path
 from tiers.months import Month
 from transforms import runner
 
@@ -46,7 +49,6 @@ COLUMNS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "credit_events": (("customer_id", "event_code", "started_on"), ("cured_on",)),
     "fx_rates": (("rate_date", "currency", "cny_per_unit"), ()),
 }
-MONEY_COLUMNS = {"balance", "amount", "cny_per_unit", "fee_factor"}
 MONTHLY = ("balances", "transactions")
 # The cells of a month's rows that validation needs typed: (column, kind, name of the typed value).
 # Each kind has a text_<kind> macro and, for Parquet columns of a fitting type, a typed_<kind> one
@@ -55,8 +57,29 @@ TYPED_CELLS: dict[str, tuple[tuple[str, str, str], ...]] = {
     "balances": (("balance_date", "date", "day"), ("balance", "money", "amount")),
     "transactions": (("txn_date", "date", "day"), ("amount", "money", "txn_amount"), ("fee_factor", "fee", "fee_value")),
 }
-_INTEGER_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT"}
+# The Parquet types a contract column may have (data-contract.md section 1, "Physical types"): text,
+# or a type that holds exactly what the text would. Anything else (integer or floating-point money,
+# a TIMESTAMP date, an integer id) rejects the whole file: integer cents are not yuan, and a type is
+# never guessed. ("NULL" is DuckDB's type of a column that is entirely empty.) The future datasets'
+# `points` and `score` will also accept integer types (the contract allows them); they are not read yet.
+_TEXT_TYPES = {"VARCHAR", '"NULL"'}
+_DECIMAL_SCALE = {"balance": 2, "amount": 2, "cny_per_unit": 8, "fee_factor": 6}
+_DATE_COLUMNS = {"balance_date", "txn_date", "opened_on", "closed_on", "started_on", "cured_on", "rate_date"}
 _MAX_DECIMALS = {"money": 2, "fee": 6}
+
+
+def _physical_type_problem(column: str, column_type: str) -> str | None:
+    """What a Parquet column of this type may be instead, or None when the type is accepted."""
+    if column_type in _TEXT_TYPES:
+        return None
+    if column in _DECIMAL_SCALE:
+        decimal = re.fullmatch(r"DECIMAL\((\d+),(\d+)\)", column_type)
+        if decimal and int(decimal.group(2)) <= _DECIMAL_SCALE[column]:
+            return None
+        return f"text or DECIMAL with at most {_DECIMAL_SCALE[column]} decimals"
+    if column in _DATE_COLUMNS:
+        return None if column_type == "DATE" else "text or DATE"
+    return "text"  # ids and codes: an integer id loses leading zeros, a float one its digits
 
 
 @dataclass(frozen=True)
@@ -66,6 +89,12 @@ class Source:
     dataset: str
     month: Month | None
     files: tuple[Path, ...]
+    folder: Path | None = None  # a month given as a folder of files
+
+    @property
+    def control_target(self) -> Path:
+        """The landing file, or the month's folder, that a control file beside it describes."""
+        return self.folder if self.folder is not None else self.files[0]
 
     @property
     def label(self) -> str:
@@ -95,10 +124,13 @@ def month_source(input_dir: Path, dataset: str, month: Month, needed_by: str) ->
     if base.is_dir():
         if path is not None:
             raise InputError(f"{path} and the folder {base} both exist: keep one")
-        files = tuple(sorted(p for p in base.iterdir() if p.suffix in FORMATS and p.is_file()))
+        # Names starting with . or _ are not data (Hive/Spark: _SUCCESS, .part-0.parquet.crc, a writer's
+        # .part-0.parquet in progress, _temporary/); nor are other suffixes (notes.txt, control files).
+        files = tuple(sorted(p for p in base.iterdir()
+                             if p.suffix in FORMATS and not p.name.startswith((".", "_")) and p.is_file()))
         if not files:
             raise InputError(f"{base} has no .csv or .parquet files: {needed_by} needs {dataset} for {month}")
-        return Source(dataset, month, files)
+        return Source(dataset, month, files, folder=base)
     if path is None:
         raise InputError(
             f"{base}.csv (or .parquet, or a folder {month}/) is missing: {needed_by} needs {dataset} for {month}"
@@ -106,59 +138,86 @@ def month_source(input_dir: Path, dataset: str, month: Month, needed_by: str) ->
     return Source(dataset, month, (path,))
 
 
-# Files being hashed ahead on a background thread, by (path, size, mtime_ns): see hash_ahead.
-_AHEAD: dict[tuple[str, int, int], Future] = {}
+@dataclass(frozen=True)
+class Seen:
+    """A landing file as the run found it before reading it: its identity on disk (inode, size, mtime
+    and ctime, taken before hashing) and the BLAKE3 of its content. ``verify_unchanged`` holds the file
+    to both after the run has read it."""
+
+    path: Path
+    identity: tuple[int, ...]
+    digest: str
 
 
-def _checksum_key(path: Path) -> dict:
+def _identity(path: Path) -> tuple[int, ...]:
     stat = path.stat()
-    return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
 
 
-def _cached_sha256(con: duckdb.DuckDBPyConnection, key: dict) -> str | None:
-    cached = con.execute(
-        "SELECT sha256 FROM file_checksums WHERE path = $path AND size = $size AND mtime_ns = $mtime_ns", key
-    ).fetchone()
-    return cached[0] if cached else None
+def _see(path: Path) -> Seen:
+    identity = _identity(path)
+    return Seen(path, identity, content_digest(path))
 
 
-def hash_ahead(con: duckdb.DuckDBPyConnection, paths: list[Path]) -> None:
-    """Start hashing, in order and on one background thread, the files among ``paths`` whose SHA-256 the
-    warehouse has not cached. A bank's month of files takes seconds to hash (hashlib releases the GIL),
-    which then overlaps validating the month before instead of adding to it; file_sha256 picks the
-    results up."""
+# Files being hashed ahead on a background thread, by resolved path: see hash_ahead.
+_AHEAD: dict[str, Future] = {}
+
+
+def hash_ahead(paths: list[Path]) -> None:
+    """Start hashing, in order and on one background thread, the content of ``paths`` (files a run will
+    ingest next): a month of files takes seconds to hash (BLAKE3 releases the GIL), which then overlaps
+    validating the month before instead of adding to it. ``seen`` picks the results up. Sound because
+    nothing is trusted from it: ``seen`` hashes again when the file's identity moved since, and
+    ``verify_unchanged`` holds the file to the result after the read."""
     pending = []
     for path in paths:
-        key = _checksum_key(path)
-        if _cached_sha256(con, key) is None and (key["path"], key["size"], key["mtime_ns"]) not in _AHEAD:
+        key = str(path.resolve())
+        if key not in _AHEAD:
             future: Future = Future()
-            _AHEAD[(key["path"], key["size"], key["mtime_ns"])] = future
+            _AHEAD[key] = future
             pending.append((path, future))
 
     def work() -> None:
         for path, future in pending:
             if future.set_running_or_notify_cancel():
                 try:
-                    future.set_result(sha256_file(path))
-                except BaseException as error:  # handed to whoever asks for this file's checksum
+                    future.set_result(_see(path))
+                except BaseException as error:  # handed to whoever asks for this file
                     future.set_exception(error)
 
     if pending:
         threading.Thread(target=work, name="hash-ahead", daemon=True).start()
 
 
-def file_sha256(path: Path, con: duckdb.DuckDBPyConnection | None = None) -> str:
-    """SHA-256 of a file, cached in the warehouse by (path, size, mtime) when a connection is given."""
-    key = _checksum_key(path)
-    if con is not None:
-        cached = _cached_sha256(con, key)
-        if cached:
-            return cached
-    ahead = _AHEAD.pop((key["path"], key["size"], key["mtime_ns"]), None)
-    sha = ahead.result() if ahead is not None else sha256_file(path)
-    if con is not None:
-        con.execute("DELETE FROM file_checksums WHERE path = $path", {"path": key["path"]})
-        con.execute("INSERT INTO file_checksums VALUES ($path, $size, $mtime_ns, $sha)", {**key, "sha": sha})
+def seen(path: Path) -> Seen:
+    """The file's identity and content digest now (or as hashed ahead, if the file has not moved since).
+    Content only decides: no cache by size or mtime, so a corrected file of the same size and mtime is
+    a changed file."""
+    ahead = _AHEAD.pop(str(path.resolve()), None)
+    if ahead is not None:
+        try:
+            found = ahead.result()
+        except OSError:
+            found = None  # read again below: the error, if it lasts, is raised from here
+        if found is not None and found.identity == _identity(path):
+            return found
+    return _see(path)
+
+
+def verify_unchanged(before: Seen) -> str:
+    """After the run has read ``before.path``: fail unless it is still the file that was hashed before the
+    read (same content, and same identity, which catches a rewrite with the same bytes in between), and
+    return its SHA-256 (for the manifest), computed in the same pass."""
+    try:
+        identity = _identity(before.path)
+        digest, sha = content_and_sha256(before.path)
+        identity_after = _identity(before.path)
+    except FileNotFoundError:
+        raise InputError(f"{before.path}: removed while this run read it; nothing was published from it, "
+                         "run again once the file is complete") from None
+    if digest != before.digest or not before.identity == identity == identity_after:
+        raise InputError(f"{before.path}: changed while this run read it (its content or size and times differ "
+                         "from before the read); nothing was published from it, run again once the file is complete")
     return sha
 
 
@@ -188,7 +247,7 @@ def _csv_header(path: Path) -> list[str]:
 
 def _parquet_columns(con: duckdb.DuckDBPyConnection, path: Path) -> dict[str, str]:
     try:
-        described = con.execute("DESCRIBE SELECT * FROM read_parquet($path)", {"path": str(path)}).fetchall()
+        described = con.execute("DESCRIBE SELECT * FROM read_parquet($path)", {"path": duckdb_path(path)}).fetchall()
     except duckdb.Error as error:
         raise InputError(f"{path}: not a readable Parquet file ({first_line(error)})") from None
     return {name: column_type for name, column_type, *_ in described}
@@ -208,9 +267,10 @@ def _checked_parquet_columns(con: duckdb.DuckDBPyConnection, path: Path, dataset
     """A Parquet file's column types, once it is known to be readable, complete and free of float money."""
     types = _parquet_columns(con, path)
     required, optional = COLUMNS[dataset]
-    for name in sorted(MONEY_COLUMNS & types.keys() & set(required + optional)):
-        if types[name] in ("FLOAT", "DOUBLE", "REAL"):
-            raise InputError(f"{path}: column {name} is {types[name]}; money must be DECIMAL or text, never a float")
+    for name in required + optional:
+        accepted = _physical_type_problem(name, types[name]) if name in types else None
+        if accepted:
+            raise InputError(f"{path}: column {name} is {types[name]}; expected {accepted} (a type is never guessed)")
     _check_required(path, dataset, set(types))
     return types
 
@@ -218,9 +278,29 @@ def _checked_parquet_columns(con: duckdb.DuckDBPyConnection, path: Path, dataset
 _CHUNK = 1 << 23  # 8 MiB: small enough that the per-chunk index arrays stay small
 
 
+@dataclass(frozen=True)
+class CsvRecords:
+    """What the bytes of a CSV hold: its data records (the header and blank lines are not records)."""
+
+    count: int
+    lines: np.ndarray | None  # the line each record starts on; None when record k starts on line k + 1
+    unclosed_line: int | None  # the line of a record whose quoted cell the file never closes (cut short)
+
+    def line_of(self, record: int) -> int:
+        """The line on which data record ``record`` (from 1) starts."""
+        return record + 1 if self.lines is None else int(self.lines[record - 1])
+
+
 def csv_record_lines(path: Path) -> np.ndarray | None:
     """The file line on which each data record of a CSV starts, or None when that is simply the record
-    number + 1 (no blank line, no quoted cell spanning lines), which is what nearly every file is.
+    number + 1 (no blank line, no quoted cell spanning lines), which is what nearly every file is."""
+    return csv_records(path).lines
+
+
+def csv_records(path: Path) -> CsvRecords:
+    """Every physical line of a CSV is a record, a blank line, or part of a quoted cell spanning lines;
+    the count of records is held against the rows the reader returns (stage), so a line it dropped (a
+    40 MB last line was, without a word) fails the file.
 
     One vectorised pass over the bytes: a newline ends a record when the quotes before it are even
     (RFC 4180 doubles a quote inside a quoted cell, which keeps the parity); DuckDB skips blank lines.
@@ -255,15 +335,79 @@ def csv_record_lines(path: Path) -> np.ndarray | None:
             offset += len(chunk)
     ends = np.concatenate(ends_record) if ends_record else np.zeros(0, dtype=bool)
     empty = np.concatenate(blank) if blank else np.zeros(0, dtype=bool)
-    if ends.all() and not empty.any():
-        return None
+    final_blank = offset == last_newline + 1  # nothing after a final newline
+    unclosed = quotes_before % 2 == 1  # the file ends inside a quoted cell
+    if ends.all() and not empty.any() and not unclosed:
+        # Every line but an empty last one is a record, the first the header.
+        return CsvRecords(len(ends) + 1 - int(final_blank) - 1, None, None)
     # Lines are numbered from 1; line k+1 starts a record when line k ended one (or k = 0).
     line_numbers = np.arange(1, len(ends) + 2)
     starts_record = np.concatenate(([True], ends))
-    is_blank = np.concatenate((empty, [offset == last_newline + 1]))  # nothing after a final newline
+    is_blank = np.concatenate((empty, [final_blank]))
     # A record starting on a blank line is skipped; the header is the first record.
     record_lines = line_numbers[starts_record & ~is_blank]
-    return record_lines[1:]
+    return CsvRecords(len(record_lines) - 1, record_lines[1:], int(record_lines[-1]) if unclosed else None)
+
+
+CONTROL_SUFFIX = ".ctl"
+# The money column a control file's total sums, as written (text) and as typed in landed_<dataset>.
+CONTROL_TOTALS = {"balances": ("balance", "amount"), "transactions": ("amount", "txn_amount")}
+
+
+@dataclass(frozen=True)
+class Control:
+    """A control file (data-contract.md section 1): the rows and money total the bank's extract wrote."""
+
+    path: Path
+    rows: int
+    total: Decimal | None
+    covers: tuple[Path, ...]  # the landing files it counts (a month folder's control file counts them all)
+
+
+def control_path(target: Path) -> Path:
+    return target.with_name(target.name + CONTROL_SUFFIX)
+
+
+def _read_control(path: Path, dataset: str, covers: tuple[Path, ...]) -> Control:
+    expected = "expected a CSV with the header rows,total and one line: a row count and a money total"
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: malformed control file, not UTF-8 text; {expected}") from None
+    records = [r for r in csv.reader(io.StringIO(text, newline="")) if r]
+    if len(records) != 2 or records[0] != ["rows", "total"] or len(records[1]) != 2:
+        raise InputError(f"{path}: malformed control file; {expected}")
+    rows, total = (cell.strip() for cell in records[1])
+    if not re.fullmatch(r"[0-9]+", rows):
+        raise InputError(f"{path}: malformed control file, rows {rows!r} is not a count; {expected}")
+    if dataset in CONTROL_TOTALS:
+        if not re.fullmatch(r"-?[0-9]+(\.[0-9]+)?", total):
+            raise InputError(f"{path}: malformed control file, total {total!r} is not a decimal sum of "
+                             f"{CONTROL_TOTALS[dataset][0]}; {expected}")
+        return Control(path, int(rows), Decimal(total), covers)
+    if total:
+        raise InputError(f"{path}: malformed control file, total must be empty ({dataset} has no money column)")
+    return Control(path, int(rows), None, covers)
+
+
+def controls(source: Source) -> list[Control]:
+    """The control files present for the source: the one beside its file or month folder, and one beside
+    any file of a month folder."""
+    found = []
+    targets = [(source.control_target, source.files)]
+    if source.folder is not None:
+        targets += [(path, (path,)) for path in source.files]
+    for target, covers in targets:
+        path = control_path(target)
+        if path.is_file():
+            found.append(_read_control(path, source.dataset, covers))
+    return found
+
+
+def missing_control(source: Source) -> Path | None:
+    """The control file a source needs to be ready (--require-control), when it is absent."""
+    path = control_path(source.control_target)
+    return None if path.is_file() else path
 
 
 def first_line(error: Exception) -> str:
@@ -286,8 +430,7 @@ def _fits(kind: str, column_type: str) -> bool:
     """Whether a Parquet column's type holds ``kind`` as it is (no text pattern needed)."""
     if kind == "date":
         return column_type == "DATE"
-    if column_type in _INTEGER_TYPES:
-        return True
+    # Only DECIMAL reaches here typed: integer money was rejected with the file (_physical_type_problem).
     decimal = re.fullmatch(r"DECIMAL\((\d+),(\d+)\)", column_type)
     return bool(decimal) and int(decimal.group(2)) <= _MAX_DECIMALS[kind]
 
@@ -326,9 +469,10 @@ def land(con: duckdb.DuckDBPyConnection, source: Source) -> str:
             return f"NULLIF(CAST(src.{column} AS VARCHAR), '')" if column in types else "CAST(NULL AS VARCHAR)"
 
         raw = ", ".join(f"{text_of(c)} AS {c}" for c in required + optional)
-        file = runner.literal(path)
+        # The name as a value; as the reader's argument, escaped: DuckDB would expand [, * and ? in it.
+        file, pattern = runner.literal(path), runner.literal(duckdb_path(path))
         parts.append(f"SELECT {file} AS source_file, {ordinal} AS file_ordinal, src.file_row_number + 1 AS source_row, {raw}, "
-                     f"{_typed_cells(dataset, types, text_of)} FROM read_parquet({file}, file_row_number = true) AS src")
+                     f"{_typed_cells(dataset, types, text_of)} FROM read_parquet({pattern}, file_row_number = true) AS src")
     view = f"landed_{dataset}"
     con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS " + " UNION ALL ".join(parts))
     return view
@@ -355,15 +499,19 @@ def stage(con: duckdb.DuckDBPyConnection, source: Source, table: str) -> None:
             if len(present) != len(header):
                 raise InputError(f"{path}: the header repeats a column name ({', '.join(header)})")
             columns = {name: "VARCHAR" for name in header}
-            record_lines = csv_record_lines(path)
+            records = csv_records(path)
+            if records.unclosed_line is not None:
+                raise InputError(f"{path}: cannot be read as CSV (line {records.unclosed_line}: a quoted cell is never "
+                                 "closed, the file ends inside it: cut short, or still being written?)")
+            record_lines = records.lines
             _check_required(path, source.dataset, present)
         else:
             present = set(_checked_parquet_columns(con, path, source.dataset))
             columns = None
-            record_lines = None
+            records = record_lines = None
         # An empty cell means "not given" in Parquet as in CSV (where the reader already makes it NULL).
         picked = ", ".join(f"NULLIF(CAST({c} AS VARCHAR), '')" if c in present else "NULL" for c in wanted)
-        params = {"path": str(path)}
+        params = {"path": duckdb_path(path)}  # literally this file, never a pattern
         if columns is not None:
             params["columns"] = columns
         if path.suffix == ".parquet":
@@ -382,12 +530,18 @@ def stage(con: duckdb.DuckDBPyConnection, source: Source, table: str) -> None:
                 f"LEFT JOIN csv_record_lines AS m ON m.record = r.record"
             )
         try:
-            con.execute(
+            [(inserted,)] = con.execute(
                 f"INSERT INTO {table} SELECT $file, source_row, {picked} FROM ({rows})",
                 {**params, "file": str(path)},
-            )
+            ).fetchall()
         except duckdb.Error as error:
             raise InputError(f"{path}: cannot be read as {path.suffix[1:].upper()} ({_reader_problem(error)})") from None
+        if records is not None and inserted != records.count:
+            # Read = used + quarantined holds only if every record was read: name the first one that was not.
+            line = records.line_of(min(inserted, records.count) + 1) if inserted < records.count else records.line_of(records.count)
+            raise InputError(f"{path}: cannot be read as CSV (line {line}: the reader returned {inserted} rows but "
+                             f"the file holds {records.count} records; every line must be a record, a blank line or "
+                             "part of a quoted cell: a line too long for the reader?)")
 
 
 

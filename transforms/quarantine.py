@@ -6,6 +6,8 @@ from pathlib import Path
 
 import duckdb
 
+from tiers.paths import duckdb_path
+
 from transforms.ingest import IngestResult
 
 TOP_REASONS = 3
@@ -17,7 +19,8 @@ def bad_rows_message(results: list[IngestResult], max_bad_rows: int, quarantine_
     files = sorted(
         (f for r in results for f in r.files if f.rows_quarantined), key=lambda f: (-f.rows_quarantined, f.path)
     )
-    quarantine_files = sorted(str(p) for p in Path(quarantine_dir).rglob("*.parquet"))
+    # Escaped: a warehouse under a folder named like a pattern (``wh[1]``) is still read literally.
+    quarantine_files = sorted(duckdb_path(p) for p in Path(quarantine_dir).rglob("*.parquet"))
     reasons: dict[str, list[tuple[str, str, int]]] = {}
     if quarantine_files:
         rows = duckdb.sql(

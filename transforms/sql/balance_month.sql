@@ -11,7 +11,8 @@ account_sums AS (
     SELECT a.customer_id, a.product_code, a.risk, a.day_sum, a.month_end, a.rows_passed - a.rows_not_converted AS rows_good
     FROM balance_accounts AS a
     JOIN customers AS k ON k.customer_id = a.customer_id
-    WHERE a.account_id NOT IN (SELECT account_id FROM duplicated)
+    -- An account_id with surrounding whitespace is a bad row (validated_balances), checked per account.
+    WHERE a.account_id NOT IN (SELECT account_id FROM duplicated) AND NOT padded(a.account_id)
     UNION ALL
     SELECT customer_id, product_code, risk, balance_cny, CASE WHEN day = $month_end THEN balance_cny END, 1
     FROM validated_balances

@@ -28,6 +28,8 @@ SELECT
         WHEN t.txn_id IS NULL THEN 'txn_id:missing_value'
         WHEN t.account_id IS NULL THEN 'account_id:missing_value'
         WHEN t.customer_id IS NULL THEN 'customer_id:missing_value'
+        WHEN padded(t.txn_id) THEN 'txn_id:padded_value'
+        WHEN padded(t.account_id) THEN 'account_id:padded_value'
         WHEN t.day IS NULL AND t.txn_date IS NULL THEN 'txn_date:missing_value'
         WHEN t.txn_type IS NULL THEN 'txn_type:missing_value'
         WHEN t.txn_amount IS NULL AND t.amount IS NULL THEN 'amount:missing_value'

@@ -6,6 +6,12 @@ WITH checked AS (
         c.*,
         CASE
             WHEN c.row_problem IS NOT NULL THEN c.row_problem
+            -- Found per account in balance_accounts (a few million groups, not every row): only a month
+            -- with such an account (or another bad row) is scanned for its bad rows at all.
+            WHEN padded(c.account_id) THEN 'account_id:padded_value'
+            -- A padded customer_id is never in customers (validated_customers quarantines it), so it is
+            -- found among the unknown ones without a check on every row of the month.
+            WHEN u.customer_id IS NOT NULL AND padded(c.customer_id) THEN 'customer_id:padded_value'
             WHEN u.customer_id IS NOT NULL THEN 'customer_id:unknown_customer'
             WHEN d.source_row IS NOT NULL THEN 'balance_date:duplicate_key'
             ELSE c.fx_problem

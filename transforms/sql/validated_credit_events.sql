@@ -13,6 +13,8 @@ checked AS (
         t.*,
         CASE
             WHEN t.customer_id IS NULL THEN 'customer_id:missing_value'
+            -- Leading or trailing whitespace (as the macro padded() in cell_types.sql).
+            WHEN regexp_matches(t.customer_id, '^[\s\p{Z}]|[\s\p{Z}]$') THEN 'customer_id:padded_value'
             WHEN t.event_code IS NULL THEN 'event_code:missing_value'
             WHEN t.started_on IS NULL THEN 'started_on:missing_value'
             WHEN t.started_day IS NULL THEN 'started_on:unparseable'

@@ -8,6 +8,8 @@ checked AS (
         *,
         CASE
             WHEN customer_id IS NULL THEN 'customer_id:missing_value'
+            -- Leading or trailing whitespace (as the macro padded() in cell_types.sql).
+            WHEN regexp_matches(customer_id, '^[\s\p{Z}]|[\s\p{Z}]$') THEN 'customer_id:padded_value'
             WHEN key_rows > 1 THEN 'customer_id:duplicate_key'
         END AS problem
     FROM keyed

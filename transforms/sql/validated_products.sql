@@ -13,6 +13,8 @@ checked AS (
         t.*,
         CASE
             WHEN t.customer_id IS NULL THEN 'customer_id:missing_value'
+            -- Leading or trailing whitespace (as the macro padded() in cell_types.sql).
+            WHEN regexp_matches(t.customer_id, '^[\s\p{Z}]|[\s\p{Z}]$') THEN 'customer_id:padded_value'
             WHEN t.product_code IS NULL THEN 'product_code:missing_value'
             WHEN t.opened_on IS NULL THEN 'opened_on:missing_value'
             WHEN t.opened_day IS NULL THEN 'opened_on:unparseable'

@@ -48,7 +48,6 @@ CREATE TABLE IF NOT EXISTS ingested_files (
 CREATE TABLE IF NOT EXISTS month_customers (
     dataset VARCHAR NOT NULL, month DATE NOT NULL, customer_id VARCHAR NOT NULL, known BOOLEAN NOT NULL
 );
--- Checksums by (path, size, mtime): a warm run does not re-hash unchanged multi-GB files.
-CREATE TABLE IF NOT EXISTS file_checksums (
-    path VARCHAR NOT NULL, size BIGINT NOT NULL, mtime_ns BIGINT NOT NULL, sha256 VARCHAR NOT NULL
-);
+-- Landing files were once hashed only when their (path, size, mtime) changed, which took a corrected
+-- file of the same size and mtime for unchanged. Content alone decides now (docs/decisions.md).
+DROP TABLE IF EXISTS file_checksums;
