@@ -41,7 +41,7 @@ RESULTS = PROJECT / "bench" / "results-month-end.md"
 
 
 def _manifest(warehouse: Path, as_of: str) -> dict:
-    return json.loads((warehouse / "snapshots" / "program=icbc_star" / f"as_of={as_of}" / "manifest.json").read_text())
+    return json.loads((warehouse / "manifests" / "program=icbc_star" / f"as_of={as_of}" / "manifest.json").read_text())
 
 
 def _line(run: str, customers: int, measured: Measured, manifest: dict, rows_read: int) -> str:

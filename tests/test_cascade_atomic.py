@@ -52,7 +52,9 @@ def references(prefect_harness, tmp_path_factory):
 
 
 def _run_ids(warehouse) -> set[str]:
-    return {json.loads(snapshot_file(warehouse, m).with_name("manifest.json").read_text())["run_id"] for m in MONTHS}
+    manifests = [warehouse / "manifests" / f"program={PROGRAM}" / f"as_of={Month.parse(m).last_day}" / "manifest.json"
+                 for m in MONTHS]
+    return {json.loads(manifest.read_text())["run_id"] for manifest in manifests}
 
 
 def test_a_cascade_is_published_as_one_run(references, tmp_path):

@@ -40,8 +40,7 @@ def one_plain_line(done) -> str:
 
 
 def published(warehouse: Path) -> dict[str, bytes]:
-    """Every snapshot file under snapshots/ with its bytes (an absent folder is nothing published);
-    the manifest.json beside each one is left out."""
+    """Every snapshot file under snapshots/ with its bytes (an absent folder is nothing published)."""
     return {str(p.relative_to(warehouse)): p.read_bytes() for p in (warehouse / "snapshots").rglob("*.parquet")}
 
 

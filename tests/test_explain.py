@@ -190,7 +190,7 @@ def test_warns_when_the_rule_file_changed(warehouses, tmp_path):
     shutil.copytree(warehouses["icbc_money"], copy, ignore=shutil.ignore_patterns("tiers.lock"))
     edited = tmp_path / "icbc_star.yaml"
     edited.write_text((RULES_DIR / "icbc_star.yaml").read_text(encoding="utf-8") + "# edited\n", encoding="utf-8")
-    manifest = copy / "snapshots" / "program=icbc_star" / "as_of=2025-06-30" / "manifest.json"
+    manifest = copy / "manifests" / "program=icbc_star" / "as_of=2025-06-30" / "manifest.json"
     manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "rules_file": str(edited)}))
     [e] = explain_customer(copy, "remitter", Month.parse("2025-06"), "icbc_star")
     assert e["current_rules_version"] != e["rules_version"]

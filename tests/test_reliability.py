@@ -91,7 +91,7 @@ def stamp(path: Path) -> tuple[int, int] | None:
 
 
 def assert_only_snapshot_files(warehouse: Path, program: str = PROGRAM) -> None:
-    """Under snapshots/ nothing but program=P/as_of=D/data.parquet (and manifest.json, not ours to test)."""
+    """Under snapshots/ nothing but program=P/as_of=D/data.parquet (manifests live under manifests/)."""
     root = warehouse / "snapshots"
     for path in root.rglob("*"):
         parts = path.relative_to(root).parts
@@ -99,7 +99,7 @@ def assert_only_snapshot_files(warehouse: Path, program: str = PROGRAM) -> None:
         if len(parts) >= 2:
             assert AS_OF_DIR.match(parts[1]), f"stray path under snapshots/: {path}"
         if path.is_file():
-            assert len(parts) == 3 and parts[2] in ("data.parquet", "manifest.json"), f"stray file: {path}"
+            assert len(parts) == 3 and parts[2] == "data.parquet", f"stray file: {path}"
         else:
             assert len(parts) <= 2, f"stray folder: {path}"
 
@@ -392,7 +392,7 @@ def _race(race_base, tmp_path: Path, wait: int) -> tuple[Path, list[subprocess.C
 def _check_race_result(warehouse: Path, expected: list[dict], predecessor: bytes) -> None:
     assert_only_snapshot_files(warehouse)
     month_dir = snapshot_file(warehouse, RACE_MONTH).parent
-    assert sorted(p.name for p in month_dir.iterdir() if p.name != "manifest.json") == ["data.parquet"]
+    assert sorted(p.name for p in month_dir.iterdir()) == ["data.parquet"]
     assert rows_of(snapshot_file(warehouse, RACE_MONTH)) == expected
     assert snapshot_file(warehouse, "2024-12").read_bytes() == predecessor
     assert sorted(p.parent.name for p in (warehouse / "snapshots").rglob("*.parquet")) == [

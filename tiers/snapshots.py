@@ -1,6 +1,10 @@
 """The published snapshots: where they live, which months exist, and publishing a run's months as one change.
 
     <warehouse>/snapshots/program=<program>/as_of=<YYYY-MM-DD>/data.parquet
+    <warehouse>/manifests/program=<program>/as_of=<YYYY-MM-DD>/manifest.json
+
+The snapshot tree holds Parquet files only, so any Parquet reader's default call reads a folder of it;
+each snapshot's manifest lives in the same layout under manifests/.
 
 A month's snapshot is one file, replaced with one rename(2) of a file that was written and fsynced
 under <warehouse>/staging (same filesystem, outside the snapshot tree). Readers therefore see the old
@@ -96,9 +100,14 @@ def run_dir(warehouse: Warehouse, run_id: str) -> Path:
     return warehouse.staging / f"run-{run_id}"
 
 
+def staged_path(warehouse: Warehouse, run_id: str, published: Path) -> Path:
+    """Where run ``run_id`` stages the file it will publish at ``published`` (the warehouse's layout,
+    under the run's folder)."""
+    return run_dir(warehouse, run_id) / published.relative_to(warehouse.root)
+
+
 def staged_snapshot_path(warehouse: Warehouse, run_id: str, program: str, month: Month) -> Path:
-    """Where run ``run_id`` stages ``program``'s snapshot of ``month`` (the same layout as the snapshot tree)."""
-    return run_dir(warehouse, run_id) / snapshot_path(warehouse, program, month).relative_to(warehouse.snapshots)
+    return staged_path(warehouse, run_id, snapshot_path(warehouse, program, month))
 
 
 def _write_atomically(path: Path, content: dict) -> None:
@@ -182,7 +191,7 @@ def _finish(warehouse: Warehouse) -> str | None:
     run_id = journal["run_id"]
     staged_root = run_dir(warehouse, run_id)
     for relative in journal["moves"]:
-        staged, target = staged_root / relative, warehouse.snapshots / relative
+        staged, target = staged_root / relative, warehouse.root / relative
         if staged.is_file():
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(staged, target)
@@ -223,7 +232,8 @@ def _fsync(path: Path) -> None:
 
 
 def manifest_path(warehouse: Warehouse, program: str, month: Month) -> Path:
-    return snapshot_path(warehouse, program, month).with_name(MANIFEST_FILE)
+    return warehouse.root / "manifests" / snapshot_path(warehouse, program, month).parent.relative_to(
+        warehouse.snapshots) / MANIFEST_FILE
 
 
 def write_manifest(path: Path, manifest: dict) -> None:

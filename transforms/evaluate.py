@@ -160,6 +160,13 @@ def _manifest(con: duckdb.DuckDBPyConnection, loaded: LoadedProgram, month: Mont
     }
 
 
+def all_nullable(query: str) -> str:
+    """``query`` with every column written as nullable (OPTIONAL) Parquet. DuckDB marks a column REQUIRED
+    when the data it writes has no NULL (previous_tier in every month but the first), so one program's
+    months would have two schemas; a CASE with a NULL branch makes the column's statistics allow NULL."""
+    return f"SELECT CASE WHEN COLUMNS(*) IS NULL THEN NULL ELSE COLUMNS(*) END FROM ({query})"
+
+
 @dataclass(frozen=True)
 class Written:
     """What ``write_snapshot`` wrote: its rows, seconds per stage, and the customers whose tier the rule
@@ -212,7 +219,7 @@ def write_snapshot(con: duckdb.DuckDBPyConnection, loaded: LoadedProgram, vocab:
     scored = [name for name in program.figures if program.points and name in program.points.rates]
     spread = "".join(f", pts_list[{i}] AS pts_{name}" for i, name in enumerate(scored, start=1))
     spread += "".join(f", fig_list[{i}] AS fig_{name}" for i, name in enumerate(program.figures, start=1))
-    query = f"SELECT * EXCLUDE (pts_list, fig_list){spread} FROM ({snapshot_sql})"
+    query = all_nullable(f"SELECT * EXCLUDE (pts_list, fig_list){spread} FROM ({snapshot_sql})")
     started = time.perf_counter()
     [(rows,)] = con.execute(
         f"COPY ({query}) TO {runner.literal(target)} (FORMAT parquet, COMPRESSION zstd)",
@@ -235,7 +242,7 @@ def stage_snapshot(con: duckdb.DuckDBPyConnection, warehouse: Warehouse, loaded:
     snapshot_sha = sha256_file(staged)
     seconds = {**seconds, "stage": time.perf_counter() - started}
     snapshots.write_manifest(
-        staged.with_name(snapshots.MANIFEST_FILE),
+        snapshots.staged_path(warehouse, run_id, snapshots.manifest_path(warehouse, loaded.name, month)),
         {**_manifest(con, loaded, month, target, snapshot_sha, rows, seconds, run_id), **(extra or {})},
     )
     return target

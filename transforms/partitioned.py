@@ -196,7 +196,8 @@ def combine(con: duckdb.DuckDBPyConnection, warehouse: Warehouse, run_dir: Path,
         raise FileNotFoundError(f"{missing[0]}: a bucket's part is missing ({len(missing)} of {partitions})")
     staged = snapshots.staging_file(warehouse)
     [(rows,)] = con.execute(
-        "COPY (SELECT * FROM read_parquet($parts, hive_partitioning = false) ORDER BY customer_id) "
+        f"COPY ({evaluation.all_nullable('SELECT * FROM read_parquet($parts, hive_partitioning = false)')} "
+        "ORDER BY customer_id) "
         f"TO {runner.literal(staged)} (FORMAT parquet, COMPRESSION zstd)",
         {"parts": [duckdb_path(p) for p in parts]},
     ).fetchall()
