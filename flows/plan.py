@@ -48,11 +48,12 @@ def _needs(loaded: LoadedProgram, months: list[Month]) -> list[tuple[str, Month,
     return [(dataset, month, needed_by) for (dataset, month), needed_by in needs.items()]
 
 
-def _before_landing(input_dir: Path, dataset: str, month: Month) -> bool:
-    """Whether ``month`` comes before the first month of ``dataset`` in the landing folder (a bank's
-    first months: history that was never extracted, not a gap)."""
-    landed = landing.landed_months(input_dir, dataset)
-    return bool(landed) and month < landed[0]
+def _before_landing(input_dir: Path, month: Month) -> bool:
+    """Whether ``month`` comes before the landing folder's first month, over every monthly dataset (a
+    bank's first months: history that was never extracted). A dataset that starts later than another
+    has a gap, not a beginning."""
+    landed = [first for dataset in landing.MONTHLY if (first := landing.landed_months(input_dir, dataset)[:1])]
+    return bool(landed) and month < min(landed)[0]
 
 
 def _resume_from(warehouse: Warehouse, program: str, first: Month, unfinished: dict[str, Month]) -> Month:
@@ -90,7 +91,7 @@ def plan_run(input_dir: Path, warehouse: Warehouse, programs: list[LoadedProgram
                 landing.month_source(input_dir, dataset, month, needed_by)
         except InputError as missing:
             skippable = (not programs_named and not snapshots.published_months(warehouse, loaded.name)
-                         and _before_landing(input_dir, dataset, month))
+                         and _before_landing(input_dir, month))
             if not skippable:
                 raise
             plan.skipped.append(f"{loaded.name}: skipped, its window starts before the landing folder's first "

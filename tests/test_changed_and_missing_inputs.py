@@ -17,19 +17,21 @@ def test_a_corrected_file_of_the_same_size_and_mtime_is_read_again(prefect_harne
 
     landing, corrected = copy_landing(tmp_path / "landing"), copy_landing(tmp_path / "corrected")
     june = landing / "balances" / "2025-06.csv"
-    text = june.read_text()
-    # The climber's June balances, one digit changed in place: the same size, then the same mtime.
-    header, *rows = text.splitlines()
-    climber = [i for i, row in enumerate(rows) if row.split(",")[1] == "climber"]
-    assert climber
-    for i in climber:
-        cells = rows[i].split(",")
-        column = header.split(",").index("balance")
-        cells[column] = cells[column].replace(cells[column][0], "9" if cells[column][0] != "9" else "8", 1)
-        rows[i] = ",".join(cells)
-    fixed = "\n".join([header, *rows]) + ("\n" if text.endswith("\n") else "")
+    text = june.read_bytes().decode()
+    # The climber's June balances, first digit changed in place (line endings kept): the same size.
+    header, *rows = text.splitlines(keepends=True)
+    column = header.rstrip("\r\n").split(",").index("balance")
+    changed = 0
+    for i, row in enumerate(rows):
+        cells = row.split(",")
+        if len(cells) > column and cells[1] == "climber":
+            cells[column] = ("8" if cells[column][0] == "9" else "9") + cells[column][1:]
+            rows[i] = ",".join(cells)
+            changed += 1
+    assert changed
+    fixed = header + "".join(rows)
     assert len(fixed) == len(text) and fixed != text
-    (corrected / "balances" / "2025-06.csv").write_text(fixed)
+    (corrected / "balances" / "2025-06.csv").write_bytes(fixed.encode())
     backfill.fn(str(corrected), "2025-06", "2025-06", str(tmp_path / "reference"), [PROGRAM])
 
     warehouse = tmp_path / "warehouse"
@@ -37,7 +39,7 @@ def test_a_corrected_file_of_the_same_size_and_mtime_is_read_again(prefect_harne
     reference = published_rows(tmp_path / "reference", ["2025-06"])
     assert published_rows(warehouse, ["2025-06"]) != reference  # the correction changes the tiers
     stat = june.stat()
-    june.write_text(fixed)
+    june.write_bytes(fixed.encode())
     os.utime(june, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert (june.stat().st_size, june.stat().st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
 
@@ -62,3 +64,42 @@ def test_a_month_missing_inside_a_window_fails_with_or_without_program(prefect_h
 
     assert str(landing / "transactions" / "2025-03") in str(raised.value)
     assert not list((warehouse / "snapshots").rglob("*.parquet"))
+
+
+def test_a_dataset_that_starts_later_than_the_landing_folder_has_a_gap_not_a_beginning(prefect_harness, tmp_path):
+    """Balances from 2024-07 but transactions only from 2025-03: the missing transaction months lie
+    after the landing folder's first month, so no program is skipped; the run fails naming one."""
+    from flows.runs import month_end
+
+    landing = copy_landing(tmp_path / "landing")
+    for month in ("2024-07", "2024-08", "2024-09", "2024-10", "2024-11", "2024-12", "2025-01", "2025-02"):
+        (landing / "transactions" / f"{month}.csv").unlink()
+
+    with pytest.raises(InputError) as raised:
+        month_end.fn(str(landing), "2025-06", str(tmp_path / "warehouse"))
+
+    assert str(landing / "transactions") in str(raised.value)
+    assert not list((tmp_path / "warehouse" / "snapshots").rglob("*.parquet"))
+
+
+def test_a_snapshot_changed_after_it_was_published_is_refused_not_built_on(prefect_harness, tmp_path):
+    """A snapshot overwritten outside a run (every tier set to 7) is not the file its manifest describes:
+    the next month's run refuses to take its state from it."""
+    import duckdb
+
+    from flows.runs import backfill, month_end
+    from test_reliability import snapshot_file
+    from tiers.errors import StateError
+
+    landing, warehouse = copy_landing(tmp_path / "landing"), tmp_path / "warehouse"
+    backfill.fn(str(landing), "2025-05", "2025-05", str(warehouse), [PROGRAM])
+    may = snapshot_file(warehouse, "2025-05")
+    forged = tmp_path / "forged.parquet"
+    duckdb.sql(f"COPY (SELECT * REPLACE (7 AS tier) FROM read_parquet('{may}')) TO '{forged}' (FORMAT parquet)")
+    forged.replace(may)
+
+    with pytest.raises(StateError) as raised:
+        month_end.fn(str(landing), "2025-06", str(warehouse), [PROGRAM])
+
+    assert str(may) in str(raised.value) and "manifest" in str(raised.value)
+    assert not snapshot_file(warehouse, "2025-06").exists()

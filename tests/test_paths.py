@@ -41,7 +41,7 @@ def decoy_beside(prefect_harness, tmp_path_factory):
     return folder, landing, base / "reference"
 
 
-@pytest.mark.parametrize("name", ["wh[1]", "wh?", "wh*", "wh{1}", "仓库 wh"])
+@pytest.mark.parametrize("name", ["wh[1]", "wh*", "wh{1}", "仓库 wh"])
 def test_a_warehouse_named_like_a_pattern_continues_its_own_chain(decoy_beside, name):
     """June's run into `wh[1]` (or `wh?`, `wh*` ...) beside a decoy `wh1` holding other tiers takes May's
     state from its own snapshot, not the decoy's."""
@@ -57,3 +57,17 @@ def test_a_warehouse_named_like_a_pattern_continues_its_own_chain(decoy_beside, 
 
     assert published_rows(real, ["2025-06"]) == published_rows(reference, ["2025-06"])
     assert not (decoy / "snapshots" / "program=icbc_star" / "as_of=2025-06-30").exists()
+
+
+def test_a_warehouse_path_with_a_question_mark_is_refused_before_anything_is_written(tiers_cli, tmp_path):
+    """DuckDB reads '?' in a database path as options and would write its log elsewhere (wh.wal?x/)."""
+    from test_reliability import copy_landing
+
+    landing = copy_landing(tmp_path / "landing")
+    (tmp_path / "wh.wal?x").mkdir()  # where DuckDB would put the log
+    done = tiers_cli("run", "--input", str(landing), "--month", "2025-06", "--program", "icbc_star",
+                     "--warehouse", str(tmp_path / "wh?x"))
+    assert done.returncode == 1
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(f"error: {tmp_path / 'wh?x'}: a warehouse path with '?'"), line
+    assert not (tmp_path / "wh?x").exists() and not any((tmp_path / "wh.wal?x").iterdir())

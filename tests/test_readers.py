@@ -90,6 +90,12 @@ FORBIDDEN = {
     "pragma_profiling": "PRAGMA enable_profiling",
     "call_logging": "CALL enable_logging()",
     "a_query_then_a_copy": "SELECT 1; COPY (SELECT 1) TO '{outside}'",
+    # EXPLAIN ANALYZE runs what it explains; the output folders are where DuckDB lets a COPY write.
+    "explain_analyze_copy": "EXPLAIN ANALYZE COPY (SELECT * FROM icbc_star) TO "
+                            "'{wh}/snapshots/program=icbc_star/as_of=2025-06-30/data.parquet'",
+    "copy_partitioned_into_the_snapshots": "COPY (SELECT * FROM icbc_star) TO '{wh}/snapshots/program=icbc_star' "
+                                           "(FORMAT parquet, PARTITION_BY (as_of), OVERWRITE_OR_IGNORE)",
+    "copy_into_the_run_log": "COPY (SELECT * FROM runs) TO '{wh}/runs/run-forged.parquet'",
 }
 
 

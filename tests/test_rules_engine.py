@@ -37,6 +37,7 @@ from typer.testing import CliRunner
 from flows.plan import plan_run
 from rules.loader import RULES_DIR, LoadedProgram, load_program, load_programs, load_vocabularies
 from tiers import snapshots
+from tiers.checksums import sha256_file
 from tiers.cli import app
 from tiers.errors import RuleError, TiersError
 from tiers.months import Month, month_range
@@ -163,6 +164,9 @@ class Book:
         target = snapshots.snapshot_path(self.warehouse, program, month)
         target.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, target)
+        # As a run publishes it: the manifest names the file's SHA-256, which the next evaluation checks.
+        snapshots.write_manifest(snapshots.manifest_path(self.warehouse, program, month),
+                                 {"snapshot": {"sha256": sha256_file(target)}})
 
     def evaluate(self, loaded: LoadedProgram, month: Month) -> dict[str, dict]:
         result = evaluate(self.con, self.warehouse, loaded, VOCAB, month)

@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 from rules.loader import RULES_DIR, load_program, load_vocabularies
 from tiers import snapshots
+from tiers.checksums import sha256_file
 from tiers.months import Month, month_range
 from tiers.warehouse import Warehouse
 from transforms import runner
@@ -138,6 +139,9 @@ class Chain:
         target = snapshots.snapshot_path(self.warehouse, self.loaded.name, month)
         target.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, target)
+        # As a run publishes it: the manifest names the file's SHA-256, which the next evaluation checks.
+        snapshots.write_manifest(snapshots.manifest_path(self.warehouse, self.loaded.name, month),
+                                 {"snapshot": {"sha256": sha256_file(target)}})
 
 
 @pytest.fixture

@@ -31,7 +31,8 @@ import uuid
 from datetime import date, datetime, timezone
 from pathlib import Path
 
-from tiers.errors import StateError
+from tiers.checksums import sha256_file
+from tiers.errors import StateError, TiersError
 from tiers.months import Month
 from tiers.warehouse import Warehouse
 
@@ -188,9 +189,19 @@ def _finish(warehouse: Warehouse) -> str | None:
     journal = _read_json(journal_path)
     if journal is None:
         return None
-    run_id = journal["run_id"]
+    try:
+        run_id, moves = journal["run_id"], journal["moves"]
+        completes = {p: Month.parse(m) for p, m in journal.get("completes", {}).items()}
+    except (KeyError, TypeError, AttributeError, TiersError):
+        raise StateError(f"{journal_path}: not a journal this project wrote; restore it, or delete it and backfill "
+                         "every published month again") from None
+    for relative in moves:
+        parts = Path(relative).parts
+        if not parts or parts[0] not in ("snapshots", "manifests") or ".." in parts or Path(relative).is_absolute():
+            raise StateError(f"{journal_path}: a move outside the snapshots and manifests ({relative!r}); "
+                             "restore the journal, or delete it and backfill every published month again")
     staged_root = run_dir(warehouse, run_id)
-    for relative in journal["moves"]:
+    for relative in moves:
         staged, target = staged_root / relative, warehouse.root / relative
         if staged.is_file():
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -199,7 +210,7 @@ def _finish(warehouse: Warehouse) -> str | None:
         elif not target.is_file():
             raise StateError(f"{journal_path}: run {run_id} staged {staged}, which is gone and was never published; "
                              "backfill the months of that run again")
-    _clear_cascade(warehouse, {p: Month.parse(m) for p, m in journal.get("completes", {}).items()})
+    _clear_cascade(warehouse, completes)
     journal_path.unlink()
     _fsync(warehouse.root)
     shutil.rmtree(staged_root, ignore_errors=True)
@@ -211,6 +222,11 @@ def recover(warehouse: Warehouse) -> str | None:
     moves, then clear whatever else a stopped run staged. Returns the run finished, if any."""
     finished = _finish(warehouse)
     clear_staging(warehouse)
+    # Warehouses written before manifests moved out of the snapshot tree: move them to manifests/.
+    for old_manifest in warehouse.snapshots.glob(f"program=*/as_of=*/{MANIFEST_FILE}"):
+        target = warehouse.root / "manifests" / old_manifest.relative_to(warehouse.snapshots)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(old_manifest, target)
     # Half-written records (a kill before their rename): the record in place is the one that counts.
     for leftover in warehouse.root.iterdir():
         if leftover.name.startswith((f".{JOURNAL_FILE}.", f".{CASCADE_FILE}.")):
@@ -234,6 +250,22 @@ def _fsync(path: Path) -> None:
 def manifest_path(warehouse: Warehouse, program: str, month: Month) -> Path:
     return warehouse.root / "manifests" / snapshot_path(warehouse, program, month).parent.relative_to(
         warehouse.snapshots) / MANIFEST_FILE
+
+
+def verify_published(warehouse: Warehouse, snapshot: Path) -> None:
+    """Before a published snapshot is read back as last month's state: it must be the file its manifest
+    describes (SHA-256), so a snapshot replaced outside a run is refused, never built on."""
+    if warehouse.snapshots not in snapshot.parents:
+        return  # staged by this run
+    manifest_file = warehouse.root / "manifests" / snapshot.parent.relative_to(warehouse.snapshots) / MANIFEST_FILE
+    try:
+        expected = json.loads(manifest_file.read_text(encoding="utf-8"))["snapshot"]["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise StateError(f"{snapshot}: its manifest {manifest_file} is missing or unreadable, so it cannot be told "
+                         "to be the published snapshot; re-run that month (tiers backfill) to publish it again") from None
+    if sha256_file(snapshot) != expected:
+        raise StateError(f"{snapshot} is not the file its manifest describes (SHA-256 differs): it was changed "
+                         "after it was published; re-run that month (tiers backfill) to publish it again")
 
 
 def write_manifest(path: Path, manifest: dict) -> None:

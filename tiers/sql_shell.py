@@ -54,9 +54,11 @@ EMPTY_SCHEMAS: dict[str, tuple[tuple[str, str], ...]] = {
         ("rows_quarantined", "BIGINT"),
     ),
 }
-# What an analyst may run: queries. Anything else (CREATE, INSERT, SET, ATTACH, COPY, LOAD...) is refused
-# before DuckDB sees it; the locked connection would refuse most of it anyway.
-ALLOWED_STATEMENTS = {"SELECT", "EXPLAIN", "PRAGMA", "CALL"}
+# What an analyst may run: queries (DESCRIBE, SUMMARIZE and SHOW parse as SELECT). Anything else (CREATE,
+# INSERT, SET, ATTACH, COPY, LOAD, PRAGMA, CALL, and EXPLAIN, whose ANALYZE runs the statement it explains)
+# is refused before DuckDB sees it. The filter is what stops a write into the output folders themselves:
+# DuckDB's allowed_directories lets a COPY write where it lets a query read.
+ALLOWED_STATEMENTS = {"SELECT"}
 _IDENTIFIER = re.compile(r"[^a-z0-9_]+")
 
 
@@ -129,7 +131,13 @@ def _allowed_directories(warehouse: Warehouse) -> list[str]:
     expands to (raw) must both fall under an allowed prefix."""
     allowed = []
     for folder in _output_folders(warehouse).values():
-        for text in {str(folder), duckdb_path(folder)}:
+        escaped = duckdb_path(folder)
+        if escaped != str(folder) and Path(escaped).exists():
+            # The escaped form is allowed as a prefix too: were it a real folder (a sibling literally named
+            # "wh [[]x]"), its files would be readable. Refuse rather than open it up.
+            raise TiersError(f"{escaped} exists beside the warehouse {warehouse.root}; tiers sql cannot tell "
+                             "its files from the warehouse's: rename one of them")
+        for text in {str(folder), escaped}:
             allowed.append(text.rstrip("/") + "/")
     return sorted(set(allowed))
 

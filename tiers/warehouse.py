@@ -72,6 +72,11 @@ class Warehouse:
     def prepare(self) -> None:
         if self.root.exists() and not self.root.is_dir():
             raise TiersError(f"{self.root}: --warehouse names a file; expected a folder (it is created when missing)")
+        if "?" in str(self.database.resolve()):
+            # DuckDB reads '?' in a database path as the start of options: it would put the write-ahead
+            # log at another path (wh.wal?x/...), outside the warehouse. Refused before anything is written.
+            raise TiersError(f"{self.root}: a warehouse path with '?' cannot hold DuckDB's database (DuckDB reads "
+                             "'?' as the start of options); choose a folder whose path has no '?'")
         keep_private()
         for folder in (self.root, self.snapshots, self.quarantine, self.staging):
             folder.mkdir(parents=True, exist_ok=True)

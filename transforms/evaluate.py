@@ -258,6 +258,8 @@ def evaluate(con: duckdb.DuckDBPyConnection, warehouse: Warehouse, loaded: Loade
         snapshots.commit_run(warehouse, own_run, {})
         return evaluated
     prev_path = predecessor(warehouse, loaded.name, month, run_id)
+    if prev_path is not None:
+        snapshots.verify_published(warehouse, prev_path)
     prev_query, prev_params = prev_snapshot_query(prev_path)
     con.execute(f"CREATE OR REPLACE TEMP TABLE prev_snapshot AS {prev_query}", prev_params)
     staged = snapshots.staged_snapshot_path(warehouse, run_id, loaded.name, month)

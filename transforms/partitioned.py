@@ -100,6 +100,8 @@ def export(con: duckdb.DuckDBPyConnection, warehouse: Warehouse, loaded: LoadedP
     if partitions < 1:
         raise ValueError(f"partitions must be at least 1, got {partitions}")
     prev_path = evaluation.predecessor(warehouse, loaded.name, month, run_id)
+    if prev_path is not None:
+        snapshots.verify_published(warehouse, prev_path)
     prev_query, prev_params = evaluation.prev_snapshot_query(prev_path)
     params = {
         "program": loaded.name,
