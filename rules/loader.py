@@ -103,7 +103,8 @@ class _StrictLoader(yaml.SafeLoader):
                 raise _Refused(key_path, key_node.start_mark.line + 1, "merge keys (<<) are not allowed in a rule file")
             key = self.construct_object(key_node, deep=True)
             try:
-                first = seen.setdefault(key, key_node)
+                # By its text too: 7 and "7" become the same key once pydantic reads the mapping.
+                first = seen.setdefault(str(key) if isinstance(key, (int, str)) else key, key_node)
             except TypeError:
                 continue  # an unhashable key: PyYAML reports it below
             if first is not key_node:

@@ -239,6 +239,9 @@ class Program(_Strict):
         tiers = [band.tier for band in self.tiers]
         if len(set(tiers)) != len(tiers):
             raise ValueError("tiers: each tier appears once")
+        names = [band.name for band in self.tiers]
+        if len(set(names)) != len(names):
+            raise ValueError("tiers: each tier has its own name (a snapshot's tier_name must tell tiers apart)")
         if tiers != sorted(tiers, reverse=True):
             raise ValueError("tiers: list bands from the highest tier down")
         if self.tiers[-1].condition_groups:

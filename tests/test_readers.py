@@ -315,3 +315,14 @@ def test_readers_loop_through_a_backfill_and_the_backfill_succeeds(tmp_path):
     months = sorted(p.name for p in (warehouse / "snapshots" / f"program={PROGRAM}").iterdir())
     assert months[0] == "as_of=2024-12-31" and months[-1] == "as_of=2025-08-31" and len(months) == 9
     assert not list((warehouse / "staging").glob("report-*"))
+
+
+def test_a_script_piped_into_the_shell_fails_when_a_statement_is_refused(warehouse, tmp_path):
+    """Statements from standard input run on the locked connection; one refusal makes the exit non-zero."""
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home")}
+    script = "SELECT count(*) AS n FROM icbc_star;\nATTACH '" + str(warehouse / "tiers.duckdb") + "' AS w;\n"
+    done = subprocess.run([str(TIERS), "sql", "--warehouse", str(warehouse)], input=script, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert "12" in done.stdout  # the query before the refusal ran
+    assert done.stderr.strip().startswith("error: query refused")

@@ -56,6 +56,11 @@ BOHAI_PLATINUM = "all_of: [{measure: financial_assets, at_least: 500000}]"
 
 CASES = {
     # name: (base file, edits, key named, a word of the explanation)
+    "duplicate_key_once_read_as_a_number": (
+        "bohai_wealth", [("failed_reviews_to_fall: {4: 6}", 'failed_reviews_to_fall: {4: 6, "4": 2}')],
+        "calendar.failed_reviews_to_fall.4: ", "twice"),
+    "two_tiers_of_one_name": (
+        "bohai_wealth", [("name: gold, label", "name: platinum, label")], "tiers: ", "own name"),
     "duplicate_top_level_key": (
         "bohai_wealth", [("title: Bohai", "program: bohai_wealth\ntitle: Bohai")], "program: ", "twice"),
     "duplicate_nested_key": (

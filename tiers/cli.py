@@ -96,8 +96,11 @@ def _plain_errors(command: Callable) -> Callable:
                 raise
             stopped = _stopped_by(error)
             if stopped:
-                _say(f"{stopped}: the run stopped; nothing further was published (a run stopped while publishing "
-                     "its months is finished by the next run)")
+                if command.__name__ in WRITING_COMMANDS:
+                    _say(f"{stopped}: the run stopped; nothing further was published (a run stopped while "
+                         "publishing its months is finished by the next run)")
+                else:
+                    _say(f"{stopped}: stopped")
                 raise typer.Exit(143 if stopped == "terminated (SIGTERM)" else 130) from None
             plain = _plain_database_error(error, kwargs.get("warehouse"))
             if plain:
@@ -117,11 +120,16 @@ def _say(line: str) -> None:
     err.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
+# The commands that write the warehouse (data contract section 3, "Who may write").
+WRITING_COMMANDS = ("run", "backfill", "demo")
+
+
 def _stopped_by(error: BaseException) -> str | None:
-    """Ctrl-C, or SIGTERM (ours before a flow starts, Prefect's TerminationSignal while one runs)."""
+    """Ctrl-C, or SIGTERM (ours before a flow starts, Prefect's TerminationSignal while one runs). Ctrl-C
+    during a DuckDB query comes back as DuckDB's "Query interrupted"."""
     if isinstance(error, Stopped) or type(error).__name__ == "TerminationSignal":
         return "terminated (SIGTERM)"
-    if isinstance(error, KeyboardInterrupt):
+    if isinstance(error, KeyboardInterrupt) or (isinstance(error, RuntimeError) and "interrupted" in str(error)):
         return "interrupted (SIGINT)"
     return None
 
@@ -326,7 +334,8 @@ def sql(
     from tiers.sql_shell import open_shell, run_query
 
     if query is None:
-        open_shell(warehouse)
+        if open_shell(warehouse):
+            raise typer.Exit(1)
     else:
         run_query(warehouse, query, max_rows)
 

@@ -221,9 +221,11 @@ def run_query(warehouse_dir: Path, query: str, max_rows: int) -> None:
         show(execute(con, query), max_rows)
 
 
-def open_shell(warehouse_dir: Path) -> None:
+def open_shell(warehouse_dir: Path) -> int:
     """Statements from standard input, one per `;`, on the locked connection. Never the external DuckDB
-    shell: it could not be given the lock-down before the analyst's first statement."""
+    shell: it could not be given the lock-down before the analyst's first statement. Returns how many
+    statements failed or were refused (a script piped in must not exit 0 past a refusal)."""
+    failures = 0
     with locked_connection(warehouse_dir) as con:
         if sys.stdin.isatty():
             names = [row[0] for row in con.execute(
@@ -237,4 +239,6 @@ def open_shell(warehouse_dir: Path) -> None:
                     show(execute(con, pending))
                 except TiersError as error:
                     print(f"error: {error}", file=sys.stderr)
+                    failures += 1
                 pending = ""
+    return failures
