@@ -166,7 +166,10 @@ def commit_run(warehouse: Warehouse, run_id: str, firsts: dict[str, Month]) -> N
     """Publish every file run ``run_id`` staged, as one change (see the module's doc). ``firsts``: each
     program's first evaluated month, whose cascade this completes."""
     staged_root = run_dir(warehouse, run_id)
-    moves = sorted(str(p.relative_to(staged_root)) for p in staged_root.rglob("*") if p.is_file())
+    # Month by month, each month's data and then its manifest: a crash between two moves leaves at most
+    # one month whose manifest does not yet describe its data (its SHA-256 tells).
+    files = [p.relative_to(staged_root) for p in staged_root.rglob("*") if p.is_file()]
+    moves = [str(p) for p in sorted(files, key=lambda p: (p.parts[1:], p.parts[0] != "snapshots"))]
     for relative in moves:
         _fsync(staged_root / relative)
     for folder in {(staged_root / relative).parent for relative in moves}:
