@@ -17,7 +17,7 @@ import duckdb
 import pytest
 
 from tiers.errors import TiersError
-from tiers.html_report import AT_RISK_LISTED, _spans, build_report, report_path
+from tiers.html_report import AT_RISK_LISTED, PLOTLY_BUNDLE, _spans, build_report, report_path
 from tiers.months import Month
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -67,7 +67,28 @@ def test_report_is_self_contained(reports, program, month):
     html = reports[program, month]
     assert html.startswith("<!DOCTYPE html>")
     assert not [m.group(0) for m in FETCHES.finditer(html)]
-    assert "* plotly.js v" in html.split("</head>")[0]  # the library itself, inlined once in the head
+    head, body = html.split("</head>")
+    assert head.count("* plotly.js (cartesian - minified) v") == 1  # the library itself, inlined once in the head
+    assert "* plotly.js" not in body  # and not again with each chart
+
+
+def test_bundled_plotlyjs_matches_the_plotly_package():
+    """The vendored partial bundle must be the plotly.js the plotly package writes its figures for: after
+    a plotly upgrade, vendor the same version again (docs/decisions.md, Report)."""
+    from plotly.offline import get_plotlyjs
+
+    version = re.compile(r"\* plotly\.js (?:\([^)]*\) )?v(\d+\.\d+\.\d+)")
+    assert version.search(PLOTLY_BUNDLE.read_text(encoding="utf-8")[:500]).group(1) == \
+        version.search(get_plotlyjs()[:500]).group(1)
+
+
+@pytest.mark.parametrize("program, month", CASES)
+def test_report_stays_small(reports, program, month):
+    """icbc_star 2026-06 spans 19 months. Past plotly.js, the page holds per-tier counts and at most
+    AT_RISK_LISTED customers, so its size does not grow with the number of customers."""
+    size = len(reports[program, month].encode("utf-8"))
+    assert size < 2_000_000, f"{program} {month}: {size:,} bytes"
+    assert size - PLOTLY_BUNDLE.stat().st_size < 250_000
 
 
 @pytest.mark.parametrize("program, month", CASES)
