@@ -17,7 +17,8 @@ import duckdb
 import pytest
 
 from tiers.errors import TiersError
-from tiers.html_report import AT_RISK_LISTED, PLOTLY_BUNDLE, _spans, build_report, report_path
+from tiers.html_report import (AT_RISK_LISTED, DIRECTIONS, PLOTLY_BUNDLE, REASONS, TIER_COLOURS, _spans,
+                               tier_colour, build_report, report_path)
 from tiers.months import Month
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -27,6 +28,7 @@ CASES = [("icbc_star", "2026-06"), ("icbc_star", "2025-12"), ("icbc_star", "2024
 CHARTS = ["distribution", "migration", "reasons", "at_risk", "points"]
 # What a browser would fetch: any external script or stylesheet, an @import, or a url() off this file.
 FETCHES = re.compile(r"""<script\b[^>]*\bsrc\s*=|<link\b[^>]*\bhref\s*=|@import|url\(\s*['"]?\s*(?:https?:)?//""", re.I)
+NEWPLOT = re.compile(r'Plotly\.newPlot\(\s*"chart-([\w-]+)",\s*')
 REPORT_DATA = re.compile(r'<script type="application/json" id="report-data">(.*?)</script>', re.S)
 
 
@@ -48,6 +50,16 @@ def reports(warehouse) -> dict[tuple[str, str], str]:
         assert path == report_path(warehouse, program, Month.parse(month))
         built[program, month] = path.read_text(encoding="utf-8")
     return built
+
+
+def figures(html: str) -> dict[str, tuple[list, dict]]:
+    """Each chart's traces and layout, as the page hands them to Plotly.newPlot."""
+    decoder, charts = json.JSONDecoder(), {}
+    for call in NEWPLOT.finditer(html):
+        traces, end = decoder.raw_decode(html, call.end())
+        layout, _ = decoder.raw_decode(html, html.index("{", end))
+        charts[call.group(1)] = (traces, layout)
+    return charts
 
 
 def embedded(html: str) -> dict:
@@ -93,7 +105,12 @@ def test_report_stays_small(reports, program, month):
 
 @pytest.mark.parametrize("program, month", CASES)
 def test_figures_equal_duckdb_counts(warehouse, reports, program, month):
-    data = embedded(reports[program, month])
+    check_counts(warehouse, program, month, reports[program, month], first_month=month == BACKFILLS[program][1])
+
+
+def check_counts(warehouse: Path, program: str, month: str, html: str, first_month: bool = False) -> None:
+    """Every number of the report (its data block, each chart's labels and each sentence) against DuckDB."""
+    data = embedded(html)
     as_of = Month.parse(month).last_day
     this_month = "WHERE program = $p AND as_of = $d"
     args = {"p": program, "d": as_of}
@@ -105,7 +122,7 @@ def test_figures_equal_duckdb_counts(warehouse, reports, program, month):
 
     # The report joins last month's snapshot; the engine's own previous_tier column must agree (these
     # scenarios have no customer joining or leaving, so the two ways count the same customers).
-    if month == BACKFILLS[program][1]:
+    if first_month:
         assert data["migration"] is None
     else:
         moves = counted(warehouse, f"SELECT previous_tier, tier, count(*) FROM SNAP {this_month} GROUP BY ALL", **args)
@@ -134,6 +151,40 @@ def test_figures_equal_duckdb_counts(warehouse, reports, program, month):
         stats = counted(warehouse, "SELECT tier, count(points), CAST(min(points) AS VARCHAR), "
                                    f"CAST(max(points) AS VARCHAR) FROM SNAP {this_month} GROUP BY tier", **args)
         assert {(r["tier"], r["customers"], r["min"], r["max"]) for r in data["points"]} == set(stats)
+
+    # What the charts print and the sentences say, against the same counts.
+    charts = figures(html)
+    names = {t["tier"]: f"{t['tier']} {t['tier_name']}" for t in data["tiers"]}
+    reasons = dict(counted(warehouse, "SELECT reason || '/' || CASE WHEN previous_tier IS NULL THEN 'new' "
+                                      "WHEN tier > previous_tier THEN 'up' WHEN tier < previous_tier THEN 'down' "
+                                      f"ELSE 'same' END, count(*) FROM SNAP {this_month} GROUP BY ALL", **args))
+    labels = {label: key for key, (label, _) in DIRECTIONS.items()}
+    printed = {}
+    for trace in charts["reasons"][0]:
+        for reason, text in zip(trace["y"], trace["text"]):
+            printed[reason.split(" (")[0] + "/" + labels[trace["name"]]] = int(text.replace(",", ""))
+    assert printed == reasons
+    unused = sorted(set(REASONS) - {key.split("/")[0] for key in reasons})
+    assert (f"No customer this month for: {', '.join(r for r in REASONS if r in unused)}." in html) == bool(unused)
+    if at_risk:
+        [bars] = charts["at_risk"][0]
+        assert {x: int(text.replace(",", "")) for x, text in zip(bars["x"], bars["text"])} == {names[t]: n for t, n in at_risk.items()}
+    else:
+        assert "at_risk" not in charts and f"No customer of {program} is at risk at {month}" in html
+    if not first_month:
+        cells = {}
+        for trace in charts["migration"][0]:
+            for source, texts in zip(trace["y"], trace["text"]):
+                for target, text in zip(trace["x"], texts):
+                    if text:
+                        cells[source, target] = int(text.replace(",", ""))
+        moves = counted(warehouse, f"SELECT previous_tier, tier, count(*) FROM SNAP {this_month} GROUP BY ALL", **args)
+        assert cells == {(names.get(f, "joined this month"), names.get(t, "left this month")): n for f, t, n in moves}
+        [(up, down, same)] = counted(warehouse, "SELECT count(*) FILTER (WHERE tier > previous_tier), count(*) "
+                                     "FILTER (WHERE tier < previous_tier), count(*) FILTER (WHERE tier = previous_tier) "
+                                     f"FROM SNAP {this_month}", **args)
+        assert f"{up:,} customers moved up (green, left of the diagonal), {down:,} moved down (red, right of it) " \
+               f"and {same:,} kept their tier" in html
 
 
 def test_figures_tell_the_scenarios_story(reports):
@@ -216,3 +267,134 @@ def test_writes_under_reports_only(warehouse, tmp_path):
     assert {k: v for k, v in after.items() if k in before} == before
     assert all(k.startswith("reports") for k in after.keys() - before.keys())
     assert str(path.relative_to(store)) in after and not (store / "tiers.duckdb").exists()
+
+
+# The golden scenarios hold six customers each, so no count dwarfs another. Here icbc_star's last two
+# months gain 3,000 quasi-stars who meet their tier (points 1 to 49) and 5 who rise to three-star, and
+# boc_vip's last month has nobody at risk: what a bank's month-end looks like, and a program with no
+# points and no at-risk customer.
+EDITS = {
+    ("icbc_star", "2026-05"): "FROM snap UNION ALL SELECT snap.* REPLACE ('bulk-' || i AS customer_id, "
+                              "CAST(1 + i % 49 AS DECIMAL(18, 2)) AS points) FROM snap, range(3000) AS r(i) "
+                              "WHERE customer_id = 'five-star' UNION ALL SELECT snap.* REPLACE ('riser-' || i AS "
+                              "customer_id) FROM snap, range(5) AS r(i) WHERE customer_id = 'five-star'",
+    ("icbc_star", "2026-06"): "FROM snap UNION ALL SELECT snap.* REPLACE ('bulk-' || i AS customer_id, "
+                              "CAST(1 + i % 49 AS DECIMAL(18, 2)) AS points) FROM snap, range(3000) AS r(i) "
+                              "WHERE customer_id = 'five-star' UNION ALL SELECT snap.* REPLACE ('riser-' || i AS "
+                              "customer_id, 3 AS tier, 'three-star' AS tier_name, 'upgrade' AS reason, "
+                              "CAST(60 AS DECIMAL(18, 2)) AS points) FROM snap, range(5) AS r(i) "
+                              "WHERE customer_id = 'five-star'",
+    ("boc_vip", "2025-07"): "FROM snap",
+    ("boc_vip", "2025-08"): "SELECT * REPLACE (false AS at_risk) FROM snap",
+}
+
+
+@pytest.fixture(scope="module")
+def edited(warehouse, tmp_path_factory) -> Path:
+    store = tmp_path_factory.mktemp("edited") / "warehouse"
+    con = duckdb.connect()
+    for (program, month), edit in EDITS.items():
+        folder = Path("snapshots", f"program={program}", f"as_of={Month.parse(month).last_day}")
+        (store / folder).mkdir(parents=True)
+        con.execute(f"CREATE OR REPLACE VIEW snap AS FROM read_parquet('{warehouse / folder / 'data.parquet'}')")
+        con.execute(f"COPY ({edit}) TO '{store / folder / 'data.parquet'}' (FORMAT parquet)")
+    for program, month in (("icbc_star", "2026-06"), ("boc_vip", "2025-08")):
+        build_report(store, Month.parse(month), program)
+    return store
+
+
+def edited_report(edited: Path, program: str, month: str) -> str:
+    return report_path(edited, program, Month.parse(month)).read_text(encoding="utf-8")
+
+
+def test_edited_figures_equal_duckdb_counts(edited):
+    check_counts(edited, "icbc_star", "2026-06", edited_report(edited, "icbc_star", "2026-06"))
+    check_counts(edited, "boc_vip", "2025-08", edited_report(edited, "boc_vip", "2025-08"))
+
+
+def test_log_axes_where_one_count_dwarfs_the_rest(reports, edited):
+    skewed = figures(edited_report(edited, "icbc_star", "2026-06"))
+    # 3,003 `meets` beside 5 upgrades, 2 buffers and 1 downgrade: a log axis, each count printed on its bar.
+    traces, layout = skewed["reasons"]
+    assert layout["xaxis"]["type"] == "log"
+    assert {y: t for trace in traces for y, t in zip(trace["y"], trace["text"])} == {
+        "meets": "3,003", "upgrade": "5", "buffer": "2", "downgrade": "1"}
+    # 3,003 quasi-stars beside one seven-star: a line per tier on a log axis instead of a stack.
+    traces, layout = skewed["distribution"]
+    assert layout["yaxis"]["type"] == "log" and {t["type"] for t in traces} == {"scatter"}
+    # A points panel per tier: the quasi-stars' 1 to 49 points and the five-stars' 10 to 6,000 on log axes
+    # of their own, the three-stars' 60 on a linear one.
+    traces, layout = skewed["points"]
+    axes = {trace["name"]: layout["xaxis" + trace["xaxis"][1:]] for trace in traces}
+    assert axes["1 quasi-star"]["type"] == "log" and axes["3 three-star"]["type"] == "linear"
+    assert [trace["y"] for trace in traces] == [["7 seven-star"], ["5 five-star (log)"], ["3 three-star"],
+                                                ["1 quasi-star (log)"]]
+    # Six customers in the golden scenario: plain stacked bars and linear axes.
+    traces, layout = figures(reports["icbc_star", "2026-06"])["distribution"]
+    assert layout["barmode"] == "stack" and {t["type"] for t in traces} == {"bar"}
+    assert figures(reports["icbc_star", "2026-06"])["reasons"][1]["xaxis"]["type"] == "linear"
+
+
+def test_movers_stand_out_in_the_migration_matrix(edited):
+    html = edited_report(edited, "icbc_star", "2026-06")
+    traces, _ = figures(html)["migration"]
+    layers = {trace["colorscale"][-1][1]: trace for trace in traces}
+    # Stayers, risers and fallers each on their own layer (grey, green, red), every non-zero cell printed.
+    assert len(layers) == 3
+    cells = {colour: {(y, x): text for y, row in zip(t["y"], t["text"]) for x, text in zip(t["x"], row) if text}
+             for colour, t in layers.items()}
+    assert cells["#238b45"] == {("1 quasi-star", "3 three-star"): "5"}  # up: green
+    assert cells["#cb181d"] == {("6 six-star", "1 quasi-star"): "1"}  # down: red
+    assert cells["#9aa3ad"][("1 quasi-star", "1 quasi-star")] == "3,002"
+    # The shade is the log of the count, on one scale for all layers: 1 faller shows beside 3,002 stayers.
+    down = [v for row in layers["#cb181d"]["z"] for v in row if v is not None]
+    assert down == [1] and layers["#cb181d"]["zmax"] == layers["#9aa3ad"]["zmax"] == pytest.approx(4.477, abs=1e-3)
+    assert "5 customers moved up (green, left of the diagonal), 1 moved down (red, right of it) and 3,005 kept" in html
+
+
+def test_no_empty_chart(reports, edited):
+    """A chart with nothing to draw is a sentence instead; every chart drawn has something in it."""
+    pages = {**{case: html for case, html in reports.items()},
+             **{(p, m, "edited"): edited_report(edited, p, m) for p, m in (("icbc_star", "2026-06"),
+                                                                          ("boc_vip", "2025-08"))}}
+    for case, html in pages.items():
+        charts = figures(html)
+        for key, (traces, _) in charts.items():
+            assert traces and all(any(v for v in drawn(t) if v is not None) for t in traces), (case, key)
+        for key in CHARTS:
+            section = re.search(rf'<section id="{key}">(.*?)</section>', html, re.S).group(1)
+            assert key in charts or '<p class="note">' in section, (case, key)
+    boc = pages["boc_vip", "2025-08", "edited"]
+    assert sorted(figures(boc)) == ["distribution", "migration", "reasons"]
+    assert "No customer of boc_vip is at risk at 2025-08" in boc and "boc_vip scores no points" in boc
+
+
+def drawn(trace: dict) -> list:
+    """The values a trace draws: the cells of a heatmap, the fences of a box, the lengths of bars."""
+    if trace["type"] == "heatmap":
+        return [cell for row in trace["z"] for cell in row]
+    if trace["type"] == "box":
+        return [fence is not None for fence in trace["upperfence"]]  # a box at 0 points is drawn too
+    return trace["x"] if trace.get("orientation") == "h" else trace["y"]
+
+
+def test_tier_colours_are_fixed_by_tier_number(reports, edited):
+    """The same tier has the same colour in every chart of every report, whichever tiers a month holds."""
+    seen: dict[str, set[str]] = {}
+    pages = [*reports.values(), edited_report(edited, "icbc_star", "2026-06"),
+             edited_report(edited, "boc_vip", "2025-08")]
+    for html in pages:
+        charts = figures(html)
+        for trace in charts["distribution"][0]:
+            seen.setdefault(trace["name"], set()).add(trace["marker"]["color"])
+        for trace in charts.get("points", ([], {}))[0]:
+            seen.setdefault(trace["name"], set()).add(trace["fillcolor"])
+        if "at_risk" in charts:
+            [bars] = charts["at_risk"][0]
+            for name, colour in zip(bars["x"], bars["marker"]["color"]):
+                seen.setdefault(name, set()).add(colour)
+    assert {name: colours for name, colours in seen.items()} == {
+        name: {tier_colour(int(name.split()[0]))} for name in seen}
+    # icbc 2024-12 holds no quasi-star yet and 2026-06 no six-star; the colours stay put all the same.
+    assert {"1 quasi-star", "6 six-star", "7 seven-star", "0 ordinary", "3 private-banking"} <= seen.keys()
+    assert tier_colour(7) == TIER_COLOURS[7] != tier_colour(6) and tier_colour(12) == tier_colour(0)

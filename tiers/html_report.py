@@ -173,7 +173,8 @@ def _distribution(data: dict, names: dict) -> dict:
         # A line per tier on a log axis: each tier reads at its own size, where a stack would let the
         # largest tier flatten every other. A month without the tier is 0, off a log axis (see the table).
         fig = go.Figure([go.Scatter(name=name, x=labels, y=[count.get((m, tier), 0) for m in months],
-                                    mode="lines+markers", line_color=tier_colour(tier), marker_size=7,
+                                    mode="lines+markers", line_color=tier_colour(tier),
+                                    marker={"color": tier_colour(tier), "size": 7},
                                     hovertemplate=f"{name}<br>%{{x}}: %{{y:,}} customers<extra></extra>")
                          for tier, name in names.items()])
         fig.update_layout(yaxis_type="log", yaxis_title="customers (log scale)")
