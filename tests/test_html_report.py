@@ -10,10 +10,13 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import struct
 import subprocess
+import zlib
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pytest
 
 from tiers.errors import TiersError
@@ -210,20 +213,11 @@ def test_every_program_of_the_month_and_missing_months(warehouse):
 
 @pytest.mark.parametrize("program, month", [("icbc_star", "2026-06"), ("boc_vip", "2025-08")])
 def test_charts_render_offline_in_chromium(warehouse, reports, program, month, tmp_path):
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    if not browser:
-        pytest.skip("no chromium or chromium-browser on PATH (Debian: apt-get install chromium)")
     html = reports[program, month]
     charts = re.findall(r'<div id="chart-([\w-]+)" class="plotly-graph-div"', html)
     assert charts == [c for c in CHARTS if program != "boc_vip" or c != "points"]
-    done = subprocess.run(
-        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000", "--dump-dom",
-         report_path(warehouse, program, Month.parse(month)).as_uri()],
-        capture_output=True, text=True, timeout=120,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
+    done = chromium("--dump-dom", report_path(warehouse, program, Month.parse(month)).as_uri(),
+                    profile=tmp_path / "profile")
     dom = done.stdout
     # The source has empty chart divs; only plotly.js running in the page puts an SVG in each of them.
     starts = [dom.index(f'id="chart-{chart}"') for chart in charts] + [len(dom)]
@@ -398,3 +392,76 @@ def test_tier_colours_are_fixed_by_tier_number(reports, edited):
     # icbc 2024-12 holds no quasi-star yet and 2026-06 no six-star; the colours stay put all the same.
     assert {"1 quasi-star", "6 six-star", "7 seven-star", "0 ordinary", "3 private-banking"} <= seen.keys()
     assert tier_colour(7) == TIER_COLOURS[7] != tier_colour(6) and tier_colour(12) == tier_colour(0)
+
+
+def chromium(*args: str, profile: Path) -> subprocess.CompletedProcess:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not browser:
+        pytest.skip("no chromium or chromium-browser on PATH (Debian: apt-get install chromium)")
+    done = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
+         f"--user-data-dir={profile}", "--virtual-time-budget=10000", *args],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done
+
+
+@pytest.mark.parametrize("program, month", [("icbc_star", "2026-06"), ("boc_vip", "2025-08")])
+def test_screenshot_shows_every_chart_in_its_colours(edited, program, month, tmp_path):
+    """The page as a person sees it: Chromium's screenshot, offline, holds each colour the charts draw
+    (each tier's, each direction's) as painted pixels, so no chart is blank, cut or drawn in a stray
+    palette. The screenshot is kept beside the report's test folder for a look (tmp_path/page.png)."""
+    shot = tmp_path / "page.png"
+    chromium(f"--screenshot={shot}", "--window-size=1400,4000",
+             report_path(edited, program, Month.parse(month)).as_uri(), profile=tmp_path / "profile")
+    pixels = png_pixels(shot).astype(np.uint32)
+    values, counts = np.unique((pixels[..., 0] << 16) | (pixels[..., 1] << 8) | pixels[..., 2], return_counts=True)
+    painted = {f"#{value:06x}": int(count) for value, count in zip(values, counts)}
+    charts = figures(edited_report(edited, program, month))
+    expected = {t["marker"]["color"] for t in charts["distribution"][0]}
+    expected |= {t["marker"]["color"] for t in charts["reasons"][0]}
+    for trace in charts.get("at_risk", ([], {}))[0]:
+        expected |= set(trace["marker"]["color"])
+    assert len(expected) >= 5
+    assert {colour: painted.get(colour, 0) for colour in expected if painted.get(colour, 0) < 40} == {}
+    # The page ends above the window's bottom edge, so every chart and sentence is in the picture.
+    assert (pixels[-100:] == 255).all()
+
+
+def png_pixels(path: Path) -> np.ndarray:
+    """A PNG's RGB pixels (8-bit, not interlaced, as Chromium writes them), with no imaging library."""
+    raw, pos, idat = path.read_bytes(), 8, []
+    assert raw[:8] == b"\x89PNG\r\n\x1a\n"
+    while pos < len(raw):
+        length, kind = struct.unpack(">I4s", raw[pos:pos + 8])
+        if kind == b"IHDR":
+            width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", raw[pos + 8:pos + 21])
+        elif kind == b"IDAT":
+            idat.append(raw[pos + 8:pos + 8 + length])
+        pos += 12 + length
+    assert depth == 8 and colour in (2, 6) and not interlace
+    step = 3 if colour == 2 else 4
+    rows = np.frombuffer(zlib.decompress(b"".join(idat)), np.uint8).reshape(height, width * step + 1)
+    out, above = np.zeros((height, width * step), np.int32), np.zeros(width * step, np.int32)
+    for y in range(height):
+        kind, row = rows[y, 0], rows[y, 1:].astype(np.int32)
+        if kind == 0:  # None
+            above = row
+        elif kind == 2:  # Up
+            above = (row + above) & 255
+        else:  # Sub, Average, Paeth: each byte needs the one left of it, so byte by byte
+            cur, up = row.tolist(), above.tolist()
+            for i in range(len(cur)):
+                left, corner = (cur[i - step], up[i - step]) if i >= step else (0, 0)
+                if kind == 1:
+                    cur[i] = (cur[i] + left) & 255
+                elif kind == 3:
+                    cur[i] = (cur[i] + ((left + up[i]) >> 1)) & 255
+                else:
+                    a, b, c = abs(up[i] - corner), abs(left - corner), abs(left + up[i] - 2 * corner)
+                    cur[i] = (cur[i] + (left if a <= b and a <= c else up[i] if b <= c else corner)) & 255
+            above = np.array(cur, np.int32)
+        out[y] = above
+    return out.reshape(height, width, step)[..., :3]

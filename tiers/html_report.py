@@ -237,7 +237,7 @@ def _migration(data: dict, names: dict) -> dict:
                 showscale=False, xgap=2, ygap=2, hoverongaps=False))
     fig.update_layout(xaxis_title=f"tier at {data['month']}", xaxis_side="top",
                       yaxis_title=f"tier at {data['previous_month']}", yaxis_autorange="reversed",
-                      height=max(300, 120 + 36 * len(sources)), plot_bgcolor="#f7f8fa")
+                      height=max(260, 110 + 36 * len(sources)), plot_bgcolor="#f7f8fa", margin_b=20)
     moved = movers(data["migration"])
     note = (f"{moved['up']:,} customers moved up (green, left of the diagonal), {moved['down']:,} moved down "
             f"(red, right of it) and {moved['same']:,} kept their tier (grey, on it)")
@@ -334,7 +334,7 @@ def _points(data: dict, names: dict) -> dict:
                              name=names[r["tier"]], marker_color=tier_colour(r["tier"]),
                              fillcolor=tier_colour(r["tier"]), line_color="#3a434c", line_width=1.2,
                              showlegend=False), row=row, col=1)
-        fig.update_xaxes(type="log" if log else "linear", tickformat="~s", row=row, col=1)
+        fig.update_xaxes(type="log" if log else "linear", row=row, col=1)
     fig.update_xaxes(title_text="points", row=len(stats), col=1)
     fig.update_layout(height=110 + 78 * len(stats), margin_t=30)
     columns = ["customers", "min", "q1", "median", "q3", "max"]
