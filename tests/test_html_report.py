@@ -171,7 +171,8 @@ def check_counts(warehouse: Path, program: str, month: str, html: str, first_mon
     assert (f"No customer this month for: {', '.join(r for r in REASONS if r in unused)}." in html) == bool(unused)
     if at_risk:
         [bars] = charts["at_risk"][0]
-        assert {x: int(text.replace(",", "")) for x, text in zip(bars["x"], bars["text"])} == {names[t]: n for t, n in at_risk.items()}
+        printed = {x: int(text.replace(",", "")) for x, text in zip(bars["x"], bars["text"])}
+        assert printed == {names[t]: n for t, n in at_risk.items()}
     else:
         assert "at_risk" not in charts and f"No customer of {program} is at risk at {month}" in html
     if not first_month:
@@ -183,9 +184,9 @@ def check_counts(warehouse: Path, program: str, month: str, html: str, first_mon
                         cells[source, target] = int(text.replace(",", ""))
         moves = counted(warehouse, f"SELECT previous_tier, tier, count(*) FROM SNAP {this_month} GROUP BY ALL", **args)
         assert cells == {(names.get(f, "joined this month"), names.get(t, "left this month")): n for f, t, n in moves}
-        [(up, down, same)] = counted(warehouse, "SELECT count(*) FILTER (WHERE tier > previous_tier), count(*) "
-                                     "FILTER (WHERE tier < previous_tier), count(*) FILTER (WHERE tier = previous_tier) "
-                                     f"FROM SNAP {this_month}", **args)
+        [(up, down, same)] = counted(warehouse, "SELECT count(*) FILTER (WHERE tier > previous_tier), "
+                                     "count(*) FILTER (WHERE tier < previous_tier), "
+                                     f"count(*) FILTER (WHERE tier = previous_tier) FROM SNAP {this_month}", **args)
         assert f"{up:,} customers moved up (green, left of the diagonal), {down:,} moved down (red, right of it) " \
                f"and {same:,} kept their tier" in html
 
@@ -242,6 +243,11 @@ def test_migration_counts_customers_who_joined_or_left(warehouse, tmp_path):
     moves = {(r["from_tier"], r["to_tier"]): r["customers"] for r in embedded(html)["migration"]}
     assert moves[(5, None)] == 1 and moves[(None, 1)] == 1  # a five-star left, a quasi-star joined
     assert "joined this month" in html and "left this month" in html
+    # Joiners and leavers are a layer of their own (blue), and the sentence counts them.
+    [blue] = [trace for trace in figures(html)["migration"][0] if trace["colorscale"][-1][1] == "#2171b5"]
+    assert {(y, x): text for y, row in zip(blue["y"], blue["text"]) for x, text in zip(blue["x"], row) if text} == {
+        ("joined this month", "1 quasi-star"): "1", ("5 five-star", "left this month"): "1"}
+    assert "; 1 joined and 1 left (blue)." in html
     with pytest.raises(TiersError, match=r"published: 2026-05\.\.2026-06"):
         build_report(store, Month.parse("2026-04"), "icbc_star")
 

@@ -6,8 +6,12 @@ report draws), 1.5 MB instead of the full 4.8 MB that the plotly package ships; 
 templates/ from the npm package plotly.js-cartesian-dist-min of the same plotly.js version as the plotly
 package's own bundle (tests/test_html_report.py checks the two versions agree).
 
-Every number is a DuckDB aggregate over the published snapshots (never a Python loop over customers). Each chart repeats its numbers as a plain HTML table, so the report reads without
-JavaScript, and all of them sit in the JSON block ``report-data``, so tests and scripts can check them.
+Every number is a DuckDB aggregate over the published snapshots (never a Python loop over customers).
+Each chart repeats its numbers as a plain HTML table, so the report reads without JavaScript, and all of
+them sit in the JSON block ``report-data``, so tests and scripts can check them. The charts keep small
+counts in sight (docs/decisions.md, Report): a fixed colour per tier number, a log axis wherever one count
+dwarfs the rest, a points panel per tier, movers in their own colours in the migration matrix, and a
+sentence where a chart would have nothing to draw.
 """
 
 from __future__ import annotations
