@@ -8,6 +8,7 @@ review calendar) and boc_tracks (no points, a fall at 2025-08).
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 import struct
@@ -270,16 +271,16 @@ def test_writes_under_reports_only(warehouse, tmp_path):
 
 
 # The golden scenarios hold six customers each, so no count dwarfs another. Here icbc_star's last two
-# months gain 3,000 quasi-stars who meet their tier (points 1 to 49) and 5 who rise to three-star, and
-# boc_vip's last month has nobody at risk: what a bank's month-end looks like, and a program with no
-# points and no at-risk customer.
+# months gain 3,000 quasi-stars who meet their tier (points 0 to 8,000, most of them low) and 5 who rise
+# to three-star, and boc_vip's last month has nobody at risk: what a bank's month-end looks like, and a
+# program with no points and no at-risk customer.
 EDITS = {
     ("icbc_star", "2026-05"): "FROM snap UNION ALL SELECT snap.* REPLACE ('bulk-' || i AS customer_id, "
-                              "CAST(1 + i % 49 AS DECIMAL(18, 2)) AS points) FROM snap, range(3000) AS r(i) "
+                              "CAST(pow(1.003, i) - 1 AS DECIMAL(18, 2)) AS points) FROM snap, range(3000) AS r(i) "
                               "WHERE customer_id = 'five-star' UNION ALL SELECT snap.* REPLACE ('riser-' || i AS "
                               "customer_id) FROM snap, range(5) AS r(i) WHERE customer_id = 'five-star'",
     ("icbc_star", "2026-06"): "FROM snap UNION ALL SELECT snap.* REPLACE ('bulk-' || i AS customer_id, "
-                              "CAST(1 + i % 49 AS DECIMAL(18, 2)) AS points) FROM snap, range(3000) AS r(i) "
+                              "CAST(pow(1.003, i) - 1 AS DECIMAL(18, 2)) AS points) FROM snap, range(3000) AS r(i) "
                               "WHERE customer_id = 'five-star' UNION ALL SELECT snap.* REPLACE ('riser-' || i AS "
                               "customer_id, 3 AS tier, 'three-star' AS tier_name, 'upgrade' AS reason, "
                               "CAST(60 AS DECIMAL(18, 2)) AS points) FROM snap, range(5) AS r(i) "
@@ -322,13 +323,21 @@ def test_log_axes_where_one_count_dwarfs_the_rest(reports, edited):
     # 3,003 quasi-stars beside one seven-star: a line per tier on a log axis instead of a stack.
     traces, layout = skewed["distribution"]
     assert layout["yaxis"]["type"] == "log" and {t["type"] for t in traces} == {"scatter"}
-    # A points panel per tier: the quasi-stars' 1 to 49 points and the five-stars' 10 to 6,000 on log axes
-    # of their own, the three-stars' 60 on a linear one.
+    # A points panel per tier. The five-stars' 10 to 6,000 and the quasi-stars' 0 to 8,000 (a quarter
+    # of them under 9) on log axes of their own, from half the lower quartile when the minimum is 0; the
+    # three-stars' 60 on a linear one.
     traces, layout = skewed["points"]
     axes = {trace["name"]: layout["xaxis" + trace["xaxis"][1:]] for trace in traces}
-    assert axes["1 quasi-star"]["type"] == "log" and axes["3 three-star"]["type"] == "linear"
+    assert axes["5 five-star"]["type"] == axes["1 quasi-star"]["type"] == "log"
+    assert axes["3 three-star"].get("type", "linear") == "linear"
+    [quasi] = [trace for trace in traces if trace["name"] == "1 quasi-star"]
+    assert quasi["lowerfence"] == [0] and 0 < quasi["q1"][0] < 10 < 7000 < quasi["upperfence"][0]
+    assert axes["1 quasi-star"]["range"] == pytest.approx([math.log10(quasi["q1"][0] / 2) - 0.1,
+                                                           math.log10(quasi["upperfence"][0]) + 0.1])
     assert [trace["y"] for trace in traces] == [["7 seven-star"], ["5 five-star (log)"], ["3 three-star"],
                                                 ["1 quasi-star (log)"]]
+    html = edited_report(edited, "icbc_star", "2026-06")
+    assert "a whisker that runs off the left edge goes down to 0 points" in html
     # Six customers in the golden scenario: plain stacked bars and linear axes.
     traces, layout = figures(reports["icbc_star", "2026-06"])["distribution"]
     assert layout["barmode"] == "stack" and {t["type"] for t in traces} == {"bar"}

@@ -48,6 +48,7 @@ MOVE_SHADES = {"same": ("#eceef1", "#9aa3ad"), "up": ("#c7e9c0", "#238b45"), "do
                "new": ("#c6dbef", "#2171b5")}
 # A chart takes a log axis when its largest count is more than DWARF times its smallest non-zero one.
 DWARF = 10
+_LOG_TICKS = {"dtick": "D2"}  # a log axis labels 1, 2 and 5 of each power of ten, not every digit
 AT_RISK_LISTED = 50
 _CONFIG = {"displaylogo": False, "responsive": True}
 TEMPLATES = Path(__file__).parent / "templates"
@@ -181,7 +182,7 @@ def _distribution(data: dict, names: dict) -> dict:
                                     marker={"color": tier_colour(tier), "size": 7},
                                     hovertemplate=f"{name}<br>%{{x}}: %{{y:,}} customers<extra></extra>")
                          for tier, name in names.items()])
-        fig.update_layout(yaxis_type="log", yaxis_title="customers (log scale)")
+        fig.update_layout(yaxis_type="log", yaxis_title="customers (log scale)", yaxis=_LOG_TICKS)
     else:
         fig = go.Figure([go.Bar(name=name, x=labels, y=[count.get((m, tier), 0) for m in months],
                                 marker_color=tier_colour(tier),
@@ -276,7 +277,8 @@ def _reasons(data: dict) -> dict:
                             cliponaxis=False, hovertemplate="%{y}: %{x:,} customers<extra></extra>")
                      for key, (name, colour) in DIRECTIONS.items() if any(d == key for _, d, _ in bars)])
     fig.update_layout(barmode="overlay", xaxis_title="customers (log scale)" if log else "customers",
-                      xaxis_type="log" if log else "linear", legend_title="tier vs last month",
+                      xaxis_type="log" if log else "linear", xaxis=_LOG_TICKS if log else {},
+                      legend_title="tier vs last month",
                       yaxis_categoryorder="array", yaxis_categoryarray=[label(r, d) for r, d, _ in bars],
                       yaxis_autorange="reversed", height=max(260, 110 + 34 * len(bars)), margin_r=60)
     unused = [r for r in reasons if not any(count.get((r, d)) for d in DIRECTIONS)]
@@ -292,8 +294,8 @@ def _at_risk(data: dict, names: dict) -> dict:
     explained = ("At risk: the tier held is above the tier the month's figures and floors earn. Unless that "
                  "changes, the next review is a failed one: a fall, or one more review used up in the buffer.")
     if not total:
-        return _section("at_risk", title, note=f"No customer of {data['program']} is at risk at {data['month']}: "
-                        "every customer earns the tier they hold. " + explained)
+        return _section("at_risk", title, note=f"No customer of {data['program']} is at risk at {data['month']}. "
+                        + explained)
     held = [r for r in by_tier if r["at_risk"]]
     log = dwarfed(r["at_risk"] for r in held)
     fig = go.Figure(go.Bar(x=[names[r["tier"]] for r in held], y=[r["at_risk"] for r in held],
@@ -302,7 +304,7 @@ def _at_risk(data: dict, names: dict) -> dict:
                            hovertemplate="%{x}: %{y:,} at risk<extra></extra>"))
     fig.update_layout(xaxis_title="tier held", xaxis_type="category",
                       yaxis_title="customers at risk (log scale)" if log else "customers at risk",
-                      yaxis_type="log" if log else "linear")
+                      yaxis_type="log" if log else "linear", yaxis=_LOG_TICKS if log else {})
     with_points = data["points"] is not None
     columns = ["customer", "tier", "earns now", *(["points"] if with_points else []), "reason",
                "failed reviews", "buffer since", "next review"]
@@ -326,24 +328,32 @@ def _points(data: dict, names: dict) -> dict:
         return _section("points", title, note=f"{data['program']} scores no points: its tiers come from its figures.")
     stats = data["points"]
     # A panel per tier, each with its own points axis: the top tier's millions no longer flatten the
-    # lower tiers' hundreds. A panel whose own spread is wide (max over DWARF times a positive min) is log.
+    # lower tiers' hundreds. A panel whose top is over DWARF times its lower quartile is log, or its few
+    # largest customers would squeeze the box to a line; a minimum of 0 then runs its whisker off the left.
     # The box is drawn from DuckDB's quartiles, so the page carries five numbers a tier, not every customer.
     fig = make_subplots(rows=len(stats), cols=1, vertical_spacing=min(0.5 / len(stats), 0.08))
     for row, r in enumerate(stats, start=1):
         five = {k: float(r[k]) for k in ("min", "q1", "median", "q3", "max")}
-        log = five["min"] > 0 and dwarfed([five["min"], five["max"]])
+        log = five["q1"] > 0 and dwarfed([five["q1"], five["max"]])
         label = names[r["tier"]] + (" (log)" if log else "")
         fig.add_trace(go.Box(y=[label], q1=[five["q1"]], median=[five["median"]], q3=[five["q3"]],
                              lowerfence=[five["min"]], upperfence=[five["max"]], orientation="h",
                              name=names[r["tier"]], marker_color=tier_colour(r["tier"]),
                              fillcolor=tier_colour(r["tier"]), line_color="#3a434c", line_width=1.2,
                              showlegend=False), row=row, col=1)
-        fig.update_xaxes(type="log" if log else "linear", row=row, col=1)
+        # A log axis spans the positive values (plotly cannot place 0 on it): from the smallest, or from
+        # half the lower quartile when the minimum is 0, to the maximum.
+        if log:
+            low = five["min"] if five["min"] > 0 else five["q1"] / 2
+            fig.update_xaxes(type="log", range=[math.log10(low) - 0.1, math.log10(five["max"]) + 0.1],
+                             row=row, col=1, **_LOG_TICKS)
     fig.update_xaxes(title_text="points", row=len(stats), col=1)
     fig.update_layout(height=110 + 78 * len(stats), margin_t=30)
     columns = ["customers", "min", "q1", "median", "q3", "max"]
-    return _section("points", title, fig,
-                    note="Each tier has its own points scale; “(log)” marks a scale in powers of ten.",
+    note = "Each tier has its own points scale; “(log)” marks a scale in powers of ten."
+    if any(float(r["min"]) <= 0 < float(r["q1"]) and dwarfed([r["q1"], r["max"]]) for r in stats):
+        note += " On a log scale, a whisker that runs off the left edge goes down to 0 points or below."
+    return _section("points", title, fig, note=note,
                     tables=[_table(["tier", *columns], [[names[r["tier"]], *(r[c] for c in columns)] for r in stats])])
 
 
