@@ -480,3 +480,37 @@ def png_pixels(path: Path) -> np.ndarray:
             above = np.array(cur, np.int32)
         out[y] = above
     return out.reshape(height, width, step)[..., :3]
+
+
+@pytest.fixture(scope="module")
+def month_end(prefect_harness, tmp_path_factory) -> Path:
+    """Twelve month-ends of 2,000 synthetic customers: every tier held, movers each month, a full
+    at-risk list, as `tiers demo --customers 2000` makes them."""
+    from data.generator import generate_landing
+    from flows.runs import backfill
+
+    root = tmp_path_factory.mktemp("month-end")
+    # From 2024-08: icbc_star looks back six months, so 2025-01 needs 2024-08 on.
+    generate_landing(root / "landing", customers=2000, first_month="2024-08", months=17, file_format="parquet")
+    backfill.fn(str(root / "landing"), "2025-01", "2025-12", str(root / "warehouse"), ["icbc_star"])
+    return root / "warehouse"
+
+
+@pytest.mark.slow
+def test_twelve_month_report_is_under_2_mb(month_end, tmp_path):
+    [path] = build_report(month_end, Month.parse("2025-12"), "icbc_star")
+    html = path.read_text(encoding="utf-8")
+    data = embedded(html)
+    # The page at its largest: twelve months, every tier, the at-risk list full.
+    assert len({row["as_of"] for row in data["distribution"]}) == 12 and len(data["tiers"]) == 7
+    assert len(data["at_risk_listed"]) == AT_RISK_LISTED
+    assert path.stat().st_size < 2_000_000, f"{path.stat().st_size:,} bytes"
+    check_counts(month_end, "icbc_star", "2025-12", html)
+    # A real month-end is skewed: the charts that need one have their log axis.
+    charts = figures(html)
+    assert charts["reasons"][1]["xaxis"]["type"] == "log" and charts["distribution"][1]["yaxis"]["type"] == "log"
+    shot = tmp_path / "page.png"
+    chromium(f"--screenshot={shot}", "--window-size=1400,6000", path.as_uri(), profile=tmp_path / "profile")
+    pixels = png_pixels(shot).astype(np.uint32)
+    painted = set(np.unique((pixels[..., 0] << 16) | (pixels[..., 1] << 8) | pixels[..., 2]).tolist())
+    assert {tier_colour(t["tier"]) for t in data["tiers"]} <= {f"#{value:06x}" for value in painted}
