@@ -2,7 +2,10 @@
 of the snapshots, and whose inlined JavaScript draws every chart in a browser with no network.
 
 The warehouse is built once, in-process, from two golden scenarios: icbc_buffers (stars, points, the
-review calendar) and boc_tracks (no points, a fall at 2025-08).
+review calendar) and boc_tracks (no points, a fall at 2025-08). A copy of their last months with 3,000
+more customers (and none at risk at boc_vip) shows what the charts do when one count dwarfs the rest or
+there is nothing to draw; a slow test builds twelve month-ends of 2,000 synthetic customers for the
+size of a full report. Chromium, where installed, renders each page offline and takes its screenshot.
 """
 
 from __future__ import annotations
