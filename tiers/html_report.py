@@ -1,22 +1,31 @@
 """The HTML report of a program's month-end: one self-contained file, <warehouse>/reports/<program>/<YYYY-MM>.html.
 
-It opens from disk with no server and no network: plotly.js is inlined, and no font, style or script is
-fetched. Every number is a DuckDB aggregate over the published snapshots (never a Python loop over
-customers). Each chart repeats its numbers as a plain HTML table, so the report reads without
-JavaScript, and all of them sit in the JSON block ``report-data``, so tests and scripts can check them.
+It opens from disk with no server and no network: plotly.js is inlined once, and no font, style or script
+is fetched. The inlined plotly.js is the "cartesian" partial bundle (bar, box, heatmap, scatter: all the
+report draws), 1.5 MB instead of the full 4.8 MB that the plotly package ships; it is vendored under
+templates/ from the npm package plotly.js-cartesian-dist-min of the same plotly.js version as the plotly
+package's own bundle (tests/test_html_report.py checks the two versions agree).
+
+Every number is a DuckDB aggregate over the published snapshots (never a Python loop over customers).
+Each chart repeats its numbers as a plain HTML table, so the report reads without JavaScript, and all of
+them sit in the JSON block ``report-data``, so tests and scripts can check them. The charts keep small
+counts in sight (docs/decisions.md, Report): a fixed colour per tier number, a log axis wherever one count
+dwarfs the rest, a points panel per tier, movers in their own colours in the migration matrix, and a
+sentence where a chart would have nothing to draw.
 """
 
 from __future__ import annotations
 
+import math
 import uuid
 from datetime import date
 from pathlib import Path
 
 import duckdb
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from jinja2.utils import htmlsafe_json_dumps
-from plotly.offline import get_plotlyjs
 
 from tiers.errors import TiersError
 from tiers.months import Month
@@ -29,9 +38,22 @@ REASONS = ["initial", "upgrade", "meets", "held_until_review", "buffer", "downgr
 # The tier against last month's, with a fixed colour each so the meaning survives any palette change.
 DIRECTIONS = {"up": ("upgraded", "#2ca02c"), "down": ("downgraded", "#d62728"),
               "same": ("unchanged", "#9da5ae"), "new": ("first rated", "#1f77b4")}
+# A tier's colour, by the tier's number in its rule file (the snapshot's `tier`), so that a tier keeps its
+# colour in every report of its program whichever tiers a month holds: 0 (unrated, ordinary) a neutral
+# grey, then light to strong hues going up. Rule files allow tiers up to 99; past 11 the list wraps.
+TIER_COLOURS = ["#b8c0c8", "#9ecae1", "#3182bd", "#74c476", "#238b45", "#fdae6b", "#e6550d", "#a50f15",
+                "#9e9ac8", "#54278f", "#8c6d31", "#252525"]
+# The migration matrix: each kind of move in its own hue, light to strong with the log of its count.
+MOVE_SHADES = {"same": ("#eceef1", "#9aa3ad"), "up": ("#c7e9c0", "#238b45"), "down": ("#fcbba1", "#cb181d"),
+               "new": ("#c6dbef", "#2171b5")}
+# A chart takes a log axis when its largest count is more than DWARF times its smallest non-zero one.
+DWARF = 10
+_LOG_TICKS = {"dtick": "D2"}  # a log axis labels 1, 2 and 5 of each power of ten, not every digit
 AT_RISK_LISTED = 50
 _CONFIG = {"displaylogo": False, "responsive": True}
-_TEMPLATES = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
+TEMPLATES = Path(__file__).parent / "templates"
+PLOTLY_BUNDLE = TEMPLATES / "plotly-cartesian.min.js"
+_TEMPLATES = Environment(loader=FileSystemLoader(TEMPLATES),
                          autoescape=select_autoescape(["j2"]), trim_blocks=True, lstrip_blocks=True)
 
 
@@ -130,24 +152,65 @@ def render(data: dict) -> str:
     sections = [_distribution(data, names), _migration(data, names), _reasons(data), _at_risk(data, names),
                 _points(data, names)]
     return _TEMPLATES.get_template("report.html.j2").render(
-        data=data, sections=sections, plotly_js=get_plotlyjs(),
+        data=data, sections=sections, plotly_js=PLOTLY_BUNDLE.read_text(encoding="utf-8"),
         report_data=htmlsafe_json_dumps(data, default=_text, ensure_ascii=False),
     )
+
+
+def tier_colour(tier: int) -> str:
+    """A tier's colour in every chart of every report: by its number, never by its place among the tiers
+    a month happens to hold (see TIER_COLOURS)."""
+    return TIER_COLOURS[tier % len(TIER_COLOURS)]
+
+
+def dwarfed(values) -> bool:
+    """Whether a linear axis would flatten the small counts: the largest is over DWARF times the smallest
+    non-zero one. Then the chart takes a log axis and prints each count on its bar or cell."""
+    positive = [float(v) for v in values if v is not None and v > 0]
+    return len(positive) > 1 and max(positive) > DWARF * min(positive)
 
 
 def _distribution(data: dict, names: dict) -> dict:
     months = sorted({row["as_of"] for row in data["distribution"]})
     count = {(row["as_of"], row["tier"]): row["customers"] for row in data["distribution"]}
     labels = [str(Month.of(m)) for m in months]
-    fig = go.Figure([go.Bar(name=name, x=labels, y=[count.get((m, tier), 0) for m in months])
-                     for tier, name in names.items()])
-    # Categories, not dates: a bar per published month-end, labelled as the month it is.
-    fig.update_layout(barmode="stack", xaxis_type="category", xaxis_title="month-end", yaxis_title="customers",
-                      legend_title="tier")
+    if dwarfed(count.values()):
+        # A line per tier on a log axis: each tier reads at its own size, where a stack would let the
+        # largest tier flatten every other. A month without the tier is 0, off a log axis (see the table).
+        fig = go.Figure([go.Scatter(name=name, x=labels, y=[count.get((m, tier), 0) for m in months],
+                                    mode="lines+markers", line_color=tier_colour(tier),
+                                    marker={"color": tier_colour(tier), "size": 7},
+                                    hovertemplate=f"{name}<br>%{{x}}: %{{y:,}} customers<extra></extra>")
+                         for tier, name in names.items()])
+        fig.update_layout(yaxis_type="log", yaxis_title="customers (log scale)", yaxis=_LOG_TICKS)
+    else:
+        fig = go.Figure([go.Bar(name=name, x=labels, y=[count.get((m, tier), 0) for m in months],
+                                marker_color=tier_colour(tier),
+                                hovertemplate=f"{name}<br>%{{x}}: %{{y:,}} customers<extra></extra>")
+                         for tier, name in names.items()])
+        fig.update_layout(barmode="stack", yaxis_title="customers")
+    # Categories, not dates: a point or bar per published month-end, labelled as the month it is.
+    fig.update_layout(xaxis_type="category", xaxis_title="month-end", legend_title="tier")
     rows = [[label, *(count.get((m, t), 0) for t in names), sum(count.get((m, t), 0) for t in names)]
             for m, label in zip(months, labels)]
     return _section("distribution", "Customers per tier, month by month", fig,
                     tables=[_table(["month", *names.values(), "all"], rows)])
+
+
+def _move(from_tier: int | None, to_tier: int | None) -> str:
+    if from_tier is None or to_tier is None:
+        return "new"  # joined or left this month
+    return "up" if to_tier > from_tier else "down" if to_tier < from_tier else "same"
+
+
+def movers(migration: list[dict]) -> dict[str, int]:
+    """Customers who moved up, moved down, kept their tier, joined and left, from the migration rows."""
+    total = {"up": 0, "down": 0, "same": 0, "joined": 0, "left": 0}
+    for row in migration:
+        f, t = row["from_tier"], row["to_tier"]
+        key = "joined" if f is None else "left" if t is None else _move(f, t)
+        total[key] += row["customers"]
+    return total
 
 
 def _migration(data: dict, names: dict) -> dict:
@@ -163,46 +226,96 @@ def _migration(data: dict, names: dict) -> dict:
     source_names = [names.get(t, "joined this month") for t in sources]
     target_names = [names.get(t, "left this month") for t in targets]
     z = [[count.get((f, t), 0) for t in targets] for f in sources]
-    fig = go.Figure(go.Heatmap(z=z, x=target_names, y=source_names, colorscale="Blues", texttemplate="%{z}",
-                               hovertemplate="%{y} → %{x}: %{z}<extra></extra>", showscale=False))
+    # One layer per kind of move, each in its own hue (movers green and red, stayers grey), its shade the
+    # log of the count on a scale shared by all layers: a cell of 3 movers shows beside a diagonal of
+    # 9,000, and every non-zero cell prints its count.
+    top = math.log10(max(max(row) for row in z)) + 1
+    fig = go.Figure()
+    for kind, (low, high) in MOVE_SHADES.items():
+        shade = [[math.log10(n) + 1 if n and _move(f, t) == kind else None for t, n in zip(targets, cells)]
+                 for f, cells in zip(sources, z)]
+        if any(v is not None for row in shade for v in row):
+            fig.add_trace(go.Heatmap(
+                z=shade, x=target_names, y=source_names, zmin=0, zmax=top, colorscale=[[0, low], [1, high]],
+                text=[[f"{n:,}" if v is not None else "" for n, v in zip(cells, row)] for cells, row in zip(z, shade)],
+                texttemplate="%{text}", hovertemplate="%{y} → %{x}: %{text} customers<extra></extra>",
+                showscale=False, xgap=2, ygap=2, hoverongaps=False))
     fig.update_layout(xaxis_title=f"tier at {data['month']}", xaxis_side="top",
-                      yaxis_title=f"tier at {data['previous_month']}", yaxis_autorange="reversed")
+                      yaxis_title=f"tier at {data['previous_month']}", yaxis_autorange="reversed",
+                      height=max(260, 110 + 36 * len(sources)), plot_bgcolor="#f7f8fa", margin_b=20)
+    moved = movers(data["migration"])
+    note = (f"{moved['up']:,} customers moved up (green, left of the diagonal), {moved['down']:,} moved down "
+            f"(red, right of it) and {moved['same']:,} kept their tier (grey, on it)")
+    extra = [f"{moved[k]:,} {verb}" for k, verb in (("joined", "joined"), ("left", "left")) if moved[k]]
+    note += (f"; {' and '.join(extra)} (blue)." if extra else ".") + " Empty cells: no customer."
     rows = [[name, *cells, sum(cells)] for name, cells in zip(source_names, z)]
-    return _section("migration", f"{title} ({data['previous_month']} → {data['month']})", fig,
+    return _section("migration", f"{title} ({data['previous_month']} → {data['month']})", fig, note=note,
                     tables=[_table(["from \\ to", *target_names, "all"], rows)])
 
 
 def _reasons(data: dict) -> dict:
     count = {(row["reason"], row["direction"]): row["customers"] for row in data["reasons"]}
     reasons = REASONS + sorted({r for r, _ in count} - set(REASONS))
-    fig = go.Figure([go.Bar(name=label, y=reasons, x=[count.get((r, d), 0) for r in reasons], orientation="h",
-                            marker_color=colour) for d, (label, colour) in DIRECTIONS.items()])
-    fig.update_layout(barmode="stack", xaxis_title="customers", yaxis_autorange="reversed",
-                      legend_title="tier vs last month")
     rows = [[r, *(count.get((r, d), 0) for d in DIRECTIONS), sum(count.get((r, d), 0) for d in DIRECTIONS)]
             for r in reasons]
-    return _section("reasons", f"Upgrades and downgrades by reason, {data['month']}", fig,
-                    tables=[_table(["reason", *(label for label, _ in DIRECTIONS.values()), "all"], rows)])
+    columns = ["reason", *(label for label, _ in DIRECTIONS.values()), "all"]
+    title = f"Upgrades and downgrades by reason, {data['month']}"
+    # A bar per reason and direction that has customers, so a reason that went both ways shows both.
+    bars = [(r, d, count[r, d]) for r in reasons for d in DIRECTIONS if count.get((r, d))]
+    if not bars:
+        return _section("reasons", title, note=f"{data['program']} has no customer at {data['month']}.",
+                        tables=[_table(columns, rows)])
+    both = {r for r, _, _ in bars if sum(1 for x, _, _ in bars if x == r) > 1}
+
+    def label(reason: str, direction: str) -> str:
+        return f"{reason} ({DIRECTIONS[direction][0]})" if reason in both else reason
+
+    log = dwarfed(n for _, _, n in bars)
+    fig = go.Figure([go.Bar(name=name, y=[label(r, d) for r, d, _ in bars if d == key],
+                            x=[n for _, d, n in bars if d == key], orientation="h", marker_color=colour,
+                            text=[f"{n:,}" for _, d, n in bars if d == key], textposition="outside",
+                            cliponaxis=False, hovertemplate="%{y}: %{x:,} customers<extra></extra>")
+                     for key, (name, colour) in DIRECTIONS.items() if any(d == key for _, d, _ in bars)])
+    fig.update_layout(barmode="overlay", xaxis_title="customers (log scale)" if log else "customers",
+                      xaxis_type="log" if log else "linear", xaxis=_LOG_TICKS if log else {},
+                      legend_title="tier vs last month",
+                      yaxis_categoryorder="array", yaxis_categoryarray=[label(r, d) for r, d, _ in bars],
+                      yaxis_autorange="reversed", height=max(260, 110 + 34 * len(bars)), margin_r=60)
+    unused = [r for r in reasons if not any(count.get((r, d)) for d in DIRECTIONS)]
+    note = f"No customer this month for: {', '.join(unused)}." if unused else ""
+    return _section("reasons", title, fig, note=note, tables=[_table(columns, rows)])
 
 
 def _at_risk(data: dict, names: dict) -> dict:
     by_tier = data["at_risk"]
-    fig = go.Figure(go.Bar(x=[names[r["tier"]] for r in by_tier], y=[r["at_risk"] for r in by_tier],
-                           marker_color=DIRECTIONS["down"][1]))
-    fig.update_layout(xaxis_title="tier", yaxis_title="customers at risk")
     listed = data["at_risk_listed"]
+    total = sum(r["at_risk"] for r in by_tier)
+    title = "Customers at risk at the next review"
+    explained = ("At risk: the tier held is above the tier the month's figures and floors earn. Unless that "
+                 "changes, the next review is a failed one: a fall, or one more review used up in the buffer.")
+    if not total:
+        return _section("at_risk", title, note=f"No customer of {data['program']} is at risk at {data['month']}. "
+                        + explained)
+    held = [r for r in by_tier if r["at_risk"]]
+    log = dwarfed(r["at_risk"] for r in held)
+    fig = go.Figure(go.Bar(x=[names[r["tier"]] for r in held], y=[r["at_risk"] for r in held],
+                           marker_color=[tier_colour(r["tier"]) for r in held],
+                           text=[f"{r['at_risk']:,}" for r in held], textposition="outside", cliponaxis=False,
+                           hovertemplate="%{x}: %{y:,} at risk<extra></extra>"))
+    fig.update_layout(xaxis_title="tier held", xaxis_type="category",
+                      yaxis_title="customers at risk (log scale)" if log else "customers at risk",
+                      yaxis_type="log" if log else "linear", yaxis=_LOG_TICKS if log else {})
     with_points = data["points"] is not None
     columns = ["customer", "tier", "earns now", *(["points"] if with_points else []), "reason",
                "failed reviews", "buffer since", "next review"]
     rows = [[r["customer_id"], names[r["tier"]], f"{r['earned_tier']} {r['earned_name'] or ''}".strip(),
              *([r["points"]] if with_points else []), r["reason"], r["failed_reviews"], r["buffer_since"] or "",
              r["next_review"]] for r in listed]
-    total = sum(r["at_risk"] for r in by_tier)
     shown = f"the first {len(listed)} of {total}" if total > len(listed) else f"all {total}"
+    none = [names[r["tier"]] for r in by_tier if not r["at_risk"]]
     return _section(
-        "at_risk", "Customers at risk at the next review", fig,
-        note="At risk: the tier held is above the tier the month's figures and floors earn. Unless that "
-             "changes, the next review is a failed one: a fall, or one more review used up in the buffer.",
+        "at_risk", title, fig,
+        note=explained + (f" No customer at risk in: {', '.join(none)}." if none else ""),
         tables=[_table(["tier", "at risk", "customers", "next review"],
                        [[names[r["tier"]], r["at_risk"], r["customers"], r["next_review"] or ""] for r in by_tier]),
                 _table(columns, rows, caption=f"At-risk customers, {shown}, highest tier first")],
@@ -214,29 +327,43 @@ def _points(data: dict, names: dict) -> dict:
     if data["points"] is None:
         return _section("points", title, note=f"{data['program']} scores no points: its tiers come from its figures.")
     stats = data["points"]
+    # A panel per tier, each with its own points axis: the top tier's millions no longer flatten the
+    # lower tiers' hundreds. A panel whose top is over DWARF times its lower quartile is log, or its few
+    # largest customers would squeeze the box to a line; a minimum of 0 then runs its whisker off the left.
     # The box is drawn from DuckDB's quartiles, so the page carries five numbers a tier, not every customer.
-    fig = go.Figure(go.Box(x=[names[r["tier"]] for r in stats], q1=[float(r["q1"]) for r in stats],
-                           median=[float(r["median"]) for r in stats], q3=[float(r["q3"]) for r in stats],
-                           lowerfence=[float(r["min"]) for r in stats], upperfence=[float(r["max"]) for r in stats],
-                           name="points"))
-    fig.update_layout(xaxis_title="tier", yaxis_title="points", yaxis_type="log" if _wide(stats) else "linear")
+    fig = make_subplots(rows=len(stats), cols=1, vertical_spacing=min(0.5 / len(stats), 0.08))
+    for row, r in enumerate(stats, start=1):
+        five = {k: float(r[k]) for k in ("min", "q1", "median", "q3", "max")}
+        log = five["q1"] > 0 and dwarfed([five["q1"], five["max"]])
+        label = names[r["tier"]] + (" (log)" if log else "")
+        fig.add_trace(go.Box(y=[label], q1=[five["q1"]], median=[five["median"]], q3=[five["q3"]],
+                             lowerfence=[five["min"]], upperfence=[five["max"]], orientation="h",
+                             name=names[r["tier"]], marker_color=tier_colour(r["tier"]),
+                             fillcolor=tier_colour(r["tier"]), line_color="#3a434c", line_width=1.2,
+                             showlegend=False), row=row, col=1)
+        # A log axis spans the positive values (plotly cannot place 0 on it): from the smallest, or from
+        # half the lower quartile when the minimum is 0, to the maximum.
+        if log:
+            low = five["min"] if five["min"] > 0 else five["q1"] / 2
+            fig.update_xaxes(type="log", range=[math.log10(low) - 0.1, math.log10(five["max"]) + 0.1],
+                             row=row, col=1, **_LOG_TICKS)
+    fig.update_xaxes(title_text="points", row=len(stats), col=1)
+    fig.update_layout(height=110 + 78 * len(stats), margin_t=30)
     columns = ["customers", "min", "q1", "median", "q3", "max"]
-    return _section("points", title, fig, tables=[_table(
-        ["tier", *columns], [[names[r["tier"]], *(r[c] for c in columns)] for r in stats])])
-
-
-def _wide(stats: list[dict]) -> bool:
-    """Tier thresholds grow geometrically (50, 500, 2,000, ...): a log axis when every value allows one."""
-    low, high = min(r["min"] for r in stats), max(r["max"] for r in stats)
-    return low > 0 and high / low > 100
+    note = "Each tier has its own points scale; “(log)” marks a scale in powers of ten."
+    if any(float(r["min"]) <= 0 < float(r["q1"]) and dwarfed([r["q1"], r["max"]]) for r in stats):
+        note += " On a log scale, a whisker that runs off the left edge goes down to 0 points or below."
+    return _section("points", title, fig, note=note,
+                    tables=[_table(["tier", *columns], [[names[r["tier"]], *(r[c] for c in columns)] for r in stats])])
 
 
 def _section(key: str, title: str, fig: go.Figure | None = None, note: str = "", tables: list | None = None) -> dict:
     chart = None
     if fig is not None:
-        fig.update_layout(template="plotly_white", height=380, margin={"t": 50})
+        height = fig.layout.height or 380
+        fig.update_layout(template="plotly_white", height=height, margin={"t": fig.layout.margin.t or 50})
         chart = fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"chart-{key}", config=_CONFIG,
-                            default_height="380px")
+                            default_height=f"{height}px")
     return {"key": key, "title": title, "note": note, "chart": chart, "tables": tables or []}
 
 
