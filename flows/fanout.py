@@ -216,7 +216,7 @@ def _loaded_from_file_advice(problem: str) -> str:
     module = getattr(getattr(flow, "fn", None), "__module__", None)
     if not module or f"No module named '{module}'" not in problem:
         return ""
-    return (f"; the flow {flow.name} was loaded from a file as module {module!r}, which only this process knows: "
+    return (f"the flow {flow.name} was loaded from a file as module {module!r}, which only this process knows: "
             f"deploy it by its module path, entrypoint flows.runs.{flow.fn.__name__} as in prefect.yaml, "
             "not by a file path such as flows/runs.py")
 
@@ -226,10 +226,11 @@ def _check_shipping(client: distributed.Client, where: str) -> None:
     Otherwise the first bucket would fail with Dask's deserialization error, its cause only in the
     scheduler's log."""
     payload = shipped_payload()
+    scheduler = where if where.startswith("the Dask scheduler") else f"the scheduler of {where}"
     try:
-        problems = {f"the scheduler of {where}": client.run_on_scheduler(load_shipped, payload)}
+        problems = {scheduler: client.run_on_scheduler(load_shipped, payload)}
     except Exception as error:  # the scheduler cannot even import this project
-        problems = {f"the scheduler of {where}": one_line(error)}
+        problems = {scheduler: one_line(error)}
     try:
         problems.update({f"Dask worker {worker}": problem
                          for worker, problem in sorted(client.run(load_shipped, payload).items())})
@@ -237,10 +238,9 @@ def _check_shipping(client: distributed.Client, where: str) -> None:
         problems[f"a Dask worker of {where}"] = one_line(error)
     for who, problem in problems.items():
         if problem:
-            raise TiersError(
-                f"{who} cannot load the tasks this run sends it ({problem}){_loaded_from_file_advice(problem)}; "
-                "the scheduler and every worker must run this project's environment (docs/dask.md)"
-            )
+            advice = (_loaded_from_file_advice(problem)
+                      or "the scheduler and every worker must run in this project's environment")
+            raise TiersError(f"{who} cannot load the tasks this run sends it ({problem}); {advice} (docs/dask.md)")
 
 
 def _no_workers(where: str, address: str, timeout: float, doing: str = "", then: str = "") -> TiersError:
@@ -371,7 +371,11 @@ class Fanout:
         poll = min(1.0, self.worker_timeout / 4)
         alone_since = None
         while not done.wait(poll):
-            if client.nthreads():
+            try:
+                workers = client.nthreads()
+            except Exception:  # the scheduler itself is unreachable: no worker either, as far as this run goes
+                workers = {}
+            if workers:
                 alone_since = None
                 continue
             alone_since = alone_since or time.monotonic()

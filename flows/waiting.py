@@ -34,6 +34,10 @@ def _logger() -> logging.Logger | logging.LoggerAdapter:
         return logging.getLogger("tiers.waiting")
 
 
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
 def _not_ready(source: landing.Source, require_control: bool) -> list[str]:
     control = landing.missing_control(source) if require_control else None
     return [str(control)] if control else []
@@ -64,10 +68,9 @@ def missing_files(input_dir: Path, month: Month, programs: list[str] | None, req
 
 
 def wait_for_files(input_dir: str, month: str, programs: list[str] | None, require_control: bool,
-                   poll_seconds: float, deadline: str | float, now=None) -> None:
+                   poll_seconds: float, deadline: str | float) -> None:
     """Return once every file of ``month`` the run needs has landed; check every ``poll_seconds`` until
     ``deadline`` (a time of day in the schedule's time zone, or seconds from now), then fail naming them."""
-    now = now or (lambda: datetime.now(timezone.utc))
     if poll_seconds <= 0:
         raise InputError(f"poll_seconds {poll_seconds}: expected a number of seconds above 0, such as 900")
     folder, when = Path(input_dir), Month.parse(month)
