@@ -10,9 +10,9 @@ importable (as on a cluster's machines).
 - A task the scheduler cannot unpickle fails in one line holding Dask's whole message and its cause.
 - With every worker gone, a run fails after TIERS_DASK_WORKER_TIMEOUT naming the scheduler.
 
-Offline, without a cluster: the entrypoints load the flows of ``flows.runs``, and what a task carries then
-unpickles in a fresh interpreter (a file-loaded flow's does not); flows.serve refuses to serve beside the
-prefect.yaml deployments.
+Without a cluster: the entrypoints load the flows of ``flows.runs``, and what a task carries then
+unpickles in a fresh interpreter (a file-loaded flow's does not); `prefect deploy --all` registers
+prefect.yaml's deployments by module path, and flows.serve then refuses to serve beside them.
 """
 
 from __future__ import annotations
@@ -114,26 +114,44 @@ def test_serving_is_refused_while_the_prefect_yaml_deployments_exist():
         "tiers-month-end/month-end", "tiers-backfill/backfill"]
 
 
-def test_flows_serve_refuses_in_one_line_beside_deployed_twins(prefect_harness, tmp_path):
-    """Deployed as prefect.yaml does (same flow, same name): flows.serve stops before serving anything."""
+def test_prefect_deploy_and_flows_serve_keep_to_their_own_deployments(prefect_harness, tmp_path):
+    """`prefect deploy --all` from prefect.yaml registers month-end and backfill, by module path, with the
+    work pool; flows.serve then refuses in one line rather than schedule the month-end a second time."""
     from prefect import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.settings import PREFECT_API_URL
 
-    from flows.runs import month_end
-
+    env = quiet_env(PREFECT_API_URL=PREFECT_API_URL.value(), TIERS_PROJECT_DIR=str(PROJECT),
+                    PREFECT_HOME=str(tmp_path / "prefect-home"))
+    shutil.copy(PROJECT / "prefect.yaml", tmp_path / "prefect.yaml")  # deploy from a copy: it may write beside it
     with get_client(sync_client=True) as client:
-        deployment_id = month_end.to_deployment(name="month-end").apply()
+        client.create_work_pool(WorkPoolCreate(name="tiers", type="process"))
         try:
-            done = subprocess.run([sys.executable, "-m", "flows.serve", "--input", str(tmp_path)], cwd=tmp_path,
-                                  env=quiet_env(PREFECT_API_URL=PREFECT_API_URL.value()), capture_output=True,
-                                  text=True, timeout=120)
+            deployed = subprocess.run([str(BIN / "prefect"), "--no-prompt", "deploy", "--all"], cwd=tmp_path, env=env,
+                                      capture_output=True, text=True, timeout=180)
+            assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+            month_end = client.read_deployment_by_name("tiers-month-end/month-end")
+            backfill = client.read_deployment_by_name("tiers-backfill/backfill")
+            assert (month_end.entrypoint, backfill.entrypoint) == ("flows.runs.month_end", "flows.runs.backfill")
+            assert month_end.work_pool_name == backfill.work_pool_name == "tiers"
+            assert (month_end.parameters["poll_seconds"], month_end.parameters["deadline"]) == (900, "12:00")
+
+            before = sorted(d.name for d in client.read_deployments())
+            served = subprocess.run([sys.executable, "-m", "flows.serve", "--input", str(tmp_path)], cwd=tmp_path,
+                                    env=env, capture_output=True, text=True, timeout=120)
+            assert served.returncode == 1
+            assert served.stderr.strip() == (
+                "error: tiers-month-end/month-end, tiers-backfill/backfill are already deployed on this Prefect server "
+                "(prefect deploy --all, prefect.yaml); serving would schedule the month-end a second time: run that "
+                "work pool's worker instead, or delete them first (prefect deployment delete tiers-month-end/month-end)")
+            # Nothing served was registered, and what was deployed is as it was.
+            assert sorted(d.name for d in client.read_deployments()) == before
+            assert client.read_deployment_by_name("tiers-month-end/month-end").work_pool_name == "tiers"
         finally:
-            client.delete_deployment(deployment_id)
-    assert done.returncode == 1
-    assert done.stderr.strip() == (
-        "error: tiers-month-end/month-end is already deployed on this Prefect server (prefect deploy --all, "
-        "prefect.yaml); serving would schedule the month-end a second time: run that work pool's worker "
-        "instead, or delete them first (prefect deployment delete tiers-month-end/month-end)")
+            for deployment in client.read_deployments():
+                if deployment.name in ("month-end", "backfill"):
+                    client.delete_deployment(deployment.id)
+            client.delete_work_pool("tiers")
 
 
 # -- a real cluster --------------------------------------------------------------------------------------
