@@ -12,6 +12,7 @@ from prefect import flow
 from flows import tasks
 from flows.plan import plan_run
 from flows.schedule import scheduled_month
+from flows.waiting import wait_for_files
 from rules import load_programs
 from tiers import run_log, snapshots
 from tiers.errors import BadRowsError, TiersError
@@ -131,14 +132,18 @@ def _locked_run(input_path: Path, warehouse: Warehouse, first_month: Month, last
 def month_end(input_dir: str, month: str | None = None, warehouse_dir: str = "data/warehouse",
               programs: list[str] | None = None, max_bad_rows: int = 0, wait_seconds: float = 0,
               executor: str = "local", dask_address: str | None = None, partitions: int | None = None,
-              require_control: bool = False) -> dict:
+              require_control: bool = False, poll_seconds: float = 900, deadline: str | float | None = None) -> dict:
     """Evaluate one month-end (and re-evaluate every later published month, in order).
 
     Without ``month`` (a scheduled run), the month just ended at the run's scheduled time. ``executor``
     ``dask`` evaluates each program-month in ``partitions`` buckets of customers on the Dask scheduler at
-    ``dask_address`` (default: a temporary local cluster); see docs/dask.md.
+    ``dask_address`` (default: a temporary local cluster); see docs/dask.md. With a ``deadline`` (a time
+    of day such as ``"12:00"`` in the schedule's time zone, or seconds), the month's files are waited for
+    first, checked every ``poll_seconds`` (flows/waiting.py).
     """
     month = month or str(scheduled_month())
+    if deadline is not None:  # before the writer lock: waiting must not hold up other runs
+        wait_for_files(input_dir, month, programs, require_control, poll_seconds, deadline)
     return _run(input_dir, month, month, warehouse_dir, programs, max_bad_rows, wait_seconds,
                 executor, dask_address, partitions, require_control)
 

@@ -6,7 +6,10 @@ worker processes publish the same snapshots as a single-process run, row for row
   next review; Bohai's and Bank of China's monthly buffers; credit caps), compared with a
   single-process run; no worker process outlives the command.
 - In-process, on a cluster the test starts (``--dask-address``): 8 buckets for 6 customers, so some
-  buckets are empty; and a failing bucket is one plain error.
+  buckets are empty; a failing bucket is one plain error, whole, with its cause; a cluster without
+  workers, or one that loses every worker while buckets are pending, fails after
+  TIERS_DASK_WORKER_TIMEOUT naming the scheduler. (A real `dask scheduler` and `dask worker`
+  processes, and a served deployment: tests/test_deployments.py.)
 - An unreachable ``--dask-address`` is one plain line on stderr.
 - ``transforms.partitioned`` alone, without Dask: any number of buckets gives the published file.
 """
@@ -218,8 +221,90 @@ def test_a_failing_bucket_is_one_plain_error(cluster, buffers_single, tmp_path, 
             fan.evaluate(str(warehouse.root), "icbc_star", "2025-06", "test-run")
         monkeypatch.setattr(tasks, "export_buckets", lost_files)
         with pytest.raises(TiersError, match=rf"icbc_star 2025-06: bucket 0 of 3 failed on the Dask cluster at {cluster} "
-                                             r"\(IOException: .*\); nothing was published for this month"):
+                                             r"\(IOException: .*\); nothing was published for this month$"):
             fan.evaluate(str(warehouse.root), "icbc_star", "2025-06", "test-run")
+    assert {key: path.read_bytes() for key, path in snapshot_files(warehouse.root).items()} == published
+    assert list(warehouse.staging.glob("partitioned-*")) == []
+
+
+def test_one_line_keeps_the_whole_error_and_its_cause():
+    from flows.fanout import one_line
+
+    try:
+        try:
+            raise ModuleNotFoundError("No module named 'runs'")
+        except ModuleNotFoundError as cause:
+            raise RuntimeError("Error during deserialization of the task graph. This frequently\n"
+                               "occurs if the Scheduler and Client have different environments.\n") from cause
+    except RuntimeError as error:
+        assert one_line(error) == ("RuntimeError: Error during deserialization of the task graph. This frequently "
+                                   "occurs if the Scheduler and Client have different environments.; caused by "
+                                   "ModuleNotFoundError: No module named 'runs'")
+
+
+def test_a_cluster_without_workers_fails_after_the_worker_timeout(tmp_path, monkeypatch):
+    """A scheduler with no worker: the run fails after TIERS_DASK_WORKER_TIMEOUT, naming the scheduler,
+    before anything is ingested."""
+    import distributed
+
+    from flows import fanout
+
+    monkeypatch.setenv("TIERS_DASK_WORKER_TIMEOUT", "1.5")
+    warehouse = Warehouse(tmp_path / "warehouse")
+    warehouse.prepare()
+    with distributed.LocalCluster(n_workers=0, processes=True, host="127.0.0.1", dashboard_address=None,
+                                  scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+                                  silence_logs=logging.ERROR) as empty:
+        address = empty.scheduler_address
+        started = time.monotonic()
+        with pytest.raises(TiersError) as failed:
+            with fanout.dask_cluster(address, warehouse):
+                pass
+        waited = time.monotonic() - started
+    assert str(failed.value) == (f"the Dask scheduler at {address} has had no workers for 1.5 s "
+                                 f"(TIERS_DASK_WORKER_TIMEOUT); start some with `dask worker {address}` (docs/dask.md)")
+    assert 1.5 <= waited < 15
+    assert not warehouse.root.joinpath("tiers.duckdb").exists()
+
+
+def test_losing_every_worker_fails_the_month_after_the_worker_timeout(buffers_single, tmp_path, monkeypatch):
+    """Every worker gone while the buckets wait (Dask would wait for new ones forever, silently): after
+    TIERS_DASK_WORKER_TIMEOUT the month fails, naming the scheduler; nothing of it is published."""
+    import distributed
+
+    from flows import fanout, tasks
+
+    monkeypatch.setenv("TIERS_DASK_WORKER_TIMEOUT", "2")
+    warehouse = Warehouse(tmp_path / "dask")
+    shutil.copytree(buffers_single, warehouse.root)
+    published = {key: path.read_bytes() for key, path in snapshot_files(warehouse.root).items()}
+    export = tasks.export_buckets
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address=None, scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+                                  silence_logs=logging.ERROR) as local:
+        address = local.scheduler_address
+
+        def then_lose_the_workers(*args, **kwargs):
+            run = export(*args, **kwargs)
+            local.scale(0)
+            with distributed.Client(address, set_as_default=False) as client:
+                deadline = time.monotonic() + 20
+                while client.nthreads() and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                assert not client.nthreads()
+            return run
+
+        with fanout.dask_cluster(address, warehouse, partitions=2) as fan:
+            monkeypatch.setattr(tasks, "export_buckets", then_lose_the_workers)
+            started = time.monotonic()
+            with pytest.raises(TiersError) as failed:
+                fan.evaluate(str(warehouse.root), "icbc_star", "2025-06", "test-run")
+            waited = time.monotonic() - started
+    assert str(failed.value) == (
+        f"icbc_star 2025-06: 0 of 2 buckets done, and the Dask scheduler at {address} has had no workers for 2 s "
+        f"(TIERS_DASK_WORKER_TIMEOUT); nothing was published for this month; start some with "
+        f"`dask worker {address}` (docs/dask.md)")
+    assert 2 <= waited < 30
     assert {key: path.read_bytes() for key, path in snapshot_files(warehouse.root).items()} == published
     assert list(warehouse.staging.glob("partitioned-*")) == []
 
