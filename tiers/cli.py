@@ -332,7 +332,12 @@ def _prefect_profile_names_a_server() -> bool:
     return isinstance(settings, dict) and bool(settings.get("PREFECT_API_URL"))
 
 
-def running_prefect_api(url: str | None = None, timeout: float = 0.3) -> str | None:
+# A closed port answers at once whatever this is. With 0.3 s, one run on a busy 2-core machine (load 6)
+# missed a running server and paid 20 s for a temporary one; a second at most is cheap beside that.
+PROBE_TIMEOUT = 1.0
+
+
+def running_prefect_api(url: str | None = None, timeout: float = PROBE_TIMEOUT) -> str | None:
     """``url`` (default LOCAL_PREFECT_API) when a Prefect server answers its health check within
     ``timeout`` seconds, else None. Plain http.client: no proxy applies to this machine's own address."""
     url = url or LOCAL_PREFECT_API
