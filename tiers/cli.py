@@ -504,7 +504,7 @@ def _next_commands(warehouse: Path, program: str, month: Month) -> list[str]:
         tiers_command += f" --rules-dir {shlex.quote(_state['rules_dir_option'])}"
     where = "" if Path(warehouse) == Path(DEFAULT_WAREHOUSE) else f" --warehouse {shlex.quote(str(warehouse))}"
     view = program if program.isidentifier() else '"' + program.replace('"', '""') + '"'
-    query = f"SELECT as_of, tier_name, count(*) AS customers FROM {view} GROUP BY ALL ORDER BY ALL"
+    query = f"SELECT as_of, tier, tier_name, count(*) AS customers FROM {view} GROUP BY ALL ORDER BY as_of, tier DESC"
     return [
         f"{tiers_command} explain {shlex.quote(customer)} --month {month} --program {program}{where}",
         f"{tiers_command} report --month {month} --program {program}{where}",
