@@ -78,7 +78,7 @@ def _cases(tmp: Path) -> list[tuple[str, list[str], int, str]]:
         ("run-partitions-without-dask", [*run, "--partitions", "4"], 1, "--partitions needs --executor dask"),
         ("run-dask-refused", [*run, "--executor", "dask", "--dask-address", f"tcp://127.0.0.1:{closed_port()}"], 1,
          "cannot reach a Dask scheduler there (connection refused)"),
-        ("run-warehouse-is-a-file", [*run, "--warehouse", file], 1, f"--warehouse {file}: not a folder"),
+        ("run-warehouse-is-a-file", [*run, "--warehouse", file], 1, f"{file}: --warehouse names a file"),
         ("run-missing-option", ["run", "--month", "2025-06"], 2, "tiers run: Missing option '--input'"),
         ("run-negative-bad-rows", [*run, "--max-bad-rows", "-1"], 2, "Invalid value for '--max-bad-rows'"),
         ("run-no-rules-folder", ["--rules-dir", str(tmp / "no-rules"), *run], 1,

@@ -227,7 +227,8 @@ def _folder(option: str, path: Path, what: str) -> None:
 def _warehouse_folder(path: Path) -> None:
     """A warehouse that does not exist yet is created by the run; a file in its place is a typo."""
     if path.exists() and not path.is_dir():
-        raise TiersError(f"--warehouse {path}: not a folder")
+        # Worded as Warehouse.prepare words it, for a run that gets that far.
+        raise TiersError(f"{path}: --warehouse names a file; expected a folder (it is created when missing)")
 
 
 def _rules_folder() -> Path:
