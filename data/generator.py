@@ -452,16 +452,32 @@ def generate_landing(out_dir: Path, customers: int = 10_000, first_month: str = 
             "months": [f"{m:%Y-%m}" for m in month_starts], "rows": rows}
 
 
+def build_parser() -> argparse.ArgumentParser:
+    # ArgumentDefaultsHelpFormatter: every flag's help ends with its default, so --help is the reference.
+    parser = argparse.ArgumentParser(
+        prog="python -m data.generator", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Write a synthetic landing folder for tiers (data-contract.md section 1): the customers, "
+                    "products, credit_events and fx_rates files, and balances/ and transactions/ with one file a "
+                    "month. The same arguments give byte-identical files.",
+        epilog="Prints a JSON summary (the months written and the rows per file kind) when done.")
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR", default=argparse.SUPPRESS,
+                        help="landing folder to write (required; created if missing); files of the same names are "
+                             "overwritten, so give a new or empty folder")
+    parser.add_argument("--customers", type=int, default=10_000, metavar="N", help="synthetic customers")
+    parser.add_argument("--first-month", default="2024-08", metavar="YYYY-MM", help="the first month of data")
+    parser.add_argument("--months", type=int, default=17, metavar="N",
+                        help="months of balances and transactions from --first-month (an evaluation at a "
+                             "month-end needs its window's months before it: 6 for icbc_star)")
+    parser.add_argument("--seed", type=int, default=7, help="the seed of every random draw")
+    parser.add_argument("--format", dest="file_format", choices=sorted(FORMATS), default="csv",
+                        help="the landing files' format")
+    parser.add_argument("--txns-per-customer-month", type=float, default=3.0, metavar="N",
+                        help="average transactions per active customer and month")
+    return parser
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Write a synthetic landing folder for tiers.")
-    parser.add_argument("--out", required=True, type=Path, help="landing folder to write")
-    parser.add_argument("--customers", type=int, default=10_000)
-    parser.add_argument("--first-month", default="2024-08", help="YYYY-MM")
-    parser.add_argument("--months", type=int, default=17)
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--format", dest="file_format", choices=sorted(FORMATS), default="csv")
-    parser.add_argument("--txns-per-customer-month", type=float, default=3.0)
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     summary = generate_landing(args.out, customers=args.customers, first_month=args.first_month,
                                months=args.months, seed=args.seed, file_format=args.file_format,
                                txns_per_customer_month=args.txns_per_customer_month)

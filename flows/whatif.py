@@ -36,7 +36,8 @@ SCRATCH_RULES = "rules.yaml"
 def compare(scratch: Warehouse, published: Warehouse, program: str, months: list[Month]) -> dict:
     """Write ``movers.parquet`` and ``movers.csv`` into the scratch folder; return counts per move.
 
-    A mover is a customer-month whose what-if tier differs from the published one (sql/whatif_movers.sql)."""
+    A mover is a customer-month whose what-if tier differs from the published one (sql/whatif_movers.sql).
+    Customers and customer-months are counted apart: over twelve months one customer can move in each."""
     # duckdb_path: DuckDB globs even a list of files; a warehouse named wh[1] must not read wh1's.
     files = {
         "published": [duckdb_path(snapshots.snapshot_path(published, program, m)) for m in months],
@@ -51,9 +52,12 @@ def compare(scratch: Warehouse, published: Warehouse, program: str, months: list
             "SELECT month, from_tier, from_tier_name, to_tier, to_tier_name, count(*) AS customers FROM movers "
             "GROUP BY ALL ORDER BY month, from_tier DESC NULLS LAST, to_tier DESC NULLS LAST"
         ).fetchall()
-        [(compared,)] = con.execute(
-            "SELECT count(DISTINCT customer_id) FROM (SELECT customer_id FROM read_parquet($published) "
-            "UNION ALL SELECT customer_id FROM read_parquet($whatif))",
+        [(customers_moved,)] = con.execute("SELECT count(DISTINCT customer_id) FROM movers").fetchall()
+        # A customer on either side counts, once per month (as_of from the snapshot's path).
+        [(compared, customer_months)] = con.execute(
+            "SELECT count(DISTINCT customer_id), count(*) FROM ("
+            "SELECT customer_id, as_of FROM read_parquet($published, hive_partitioning = true) "
+            "UNION SELECT customer_id, as_of FROM read_parquet($whatif, hive_partitioning = true))",
             files,
         ).fetchall()
     keys = ("month", "from_tier", "from_tier_name", "to_tier", "to_tier_name", "customers")
@@ -61,8 +65,10 @@ def compare(scratch: Warehouse, published: Warehouse, program: str, months: list
         "movers_parquet": str(parquet),
         "movers_csv": str(csv),
         "counts": [dict(zip(keys, row)) for row in counts],
-        "movers": sum(row[-1] for row in counts),
+        "movers": sum(row[-1] for row in counts),  # customer-months whose tier would change
+        "customers_moved": customers_moved,
         "customers_compared": compared,
+        "customer_months_compared": customer_months,
     }
 
 
@@ -156,9 +162,12 @@ def summary_table(result: dict) -> Table:
     for row in result["counts"]:
         table.add_row(row["month"], _tier(row["from_tier"], row["from_tier_name"]),
                       _tier(row["to_tier"], row["to_tier_name"]), str(row["customers"]))
-    moves, compared = result["movers"], result["customers_compared"]
-    notes = [f"{moves} {'move' if moves == 1 else 'moves'} among {compared} customers compared"
-             if moves else f"nobody would move ({compared} customers compared)"]
+    customers, compared = result["customers_moved"], result["customers_compared"]
+    moves, customer_months = result["movers"], result["customer_months_compared"]
+    notes = [f"{customers:,} of {_noun(compared, 'customer')} would move, in {moves:,} of "
+             f"{_noun(customer_months, 'customer-month')} compared"
+             if moves else f"nobody would move ({_noun(compared, 'customer')}, "
+                           f"{_noun(customer_months, 'customer-month')} compared)"]
     if result["initial"]:
         notes.append(f"{result['first']} is an initial evaluation: no published snapshot of the month before")
     if result["months_unpublished"]:
@@ -168,6 +177,10 @@ def summary_table(result: dict) -> Table:
     # As wide as the longest note where the terminal allows, so the movers path is not folded.
     table.min_width = max(len(note) for note in notes)
     return table
+
+
+def _noun(count: int, noun: str) -> str:
+    return f"{count:,} {noun}" if count == 1 else f"{count:,} {noun}s"
 
 
 def _tier(tier: int | None, name: str | None) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -13,8 +14,21 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from rules.schema import BalanceFigure, Program, TransactionFigure
 from tiers.errors import RuleError
 
-RULES_DIR = Path(__file__).resolve().parent
-VOCABULARIES_FILE = RULES_DIR / "vocabularies.yaml"
+# The shipped programs, and the code vocabularies: those describe the landing data (data-contract.md),
+# so they stay with the code whichever rules folder is in force.
+SHIPPED_RULES_DIR = Path(__file__).resolve().parent
+VOCABULARIES_FILE = SHIPPED_RULES_DIR / "vocabularies.yaml"
+# A bank's own rule folder. `tiers --rules-dir DIR` sets it for the process, so the run's tasks (same
+# process, or Dask workers it starts) read the same folder; a deployment or a remote worker sets it itself.
+RULES_DIR_VARIABLE = "TIERS_RULES_DIR"
+# The folder in force when this module was imported (modules that imported the name keep this value).
+RULES_DIR = Path(os.environ.get(RULES_DIR_VARIABLE) or SHIPPED_RULES_DIR)
+
+
+def default_rules_dir() -> Path:
+    """The rules folder in force: TIERS_RULES_DIR as it is now, else RULES_DIR (which a test may patch)."""
+    configured = os.environ.get(RULES_DIR_VARIABLE)
+    return Path(configured) if configured else RULES_DIR
 
 
 class Vocabularies(BaseModel):
@@ -247,8 +261,8 @@ def load_program(path: Path, vocab: Vocabularies | None = None) -> LoadedProgram
 
 
 def program_files(rules_dir: Path | None = None) -> list[Path]:
-    # RULES_DIR is looked up at call time, so a test can point the whole project at another folder.
-    folder = Path(RULES_DIR if rules_dir is None else rules_dir)
+    # Looked up at call time, so TIERS_RULES_DIR (or a test) can point the whole project at another folder.
+    folder = Path(default_rules_dir() if rules_dir is None else rules_dir)
     if not folder.is_dir():
         raise RuleError(f"{folder}: no such rules folder")
     # Listed, not globbed: nothing about the folder's name (rules[1], 规则 *) is ever read as a pattern.
@@ -259,7 +273,7 @@ def load_programs(names: list[str] | None = None, rules_dir: Path | None = None)
     """Every program in ``rules_dir`` (or the named ones, in the order given). Only the named programs'
     files are read, so another program's broken file does not stop them; with no names, every file
     must be valid."""
-    folder = Path(RULES_DIR if rules_dir is None else rules_dir)
+    folder = Path(default_rules_dir() if rules_dir is None else rules_dir)
     vocab = load_vocabularies()
     files = {path.stem: path for path in program_files(folder)}
     if names:

@@ -139,6 +139,9 @@ def test_card_spending_meets_the_any_of_band(warehouses):
     assert figure(e, "card_spending")["value"] == "108000.00"
     assert "card spending 108,000.00 CNY >= 100,000" in e["decision"]
     assert "rate" not in figure(e, "card_spending")
+    # boc_vip has no caps nor floors: "no active credit event" would suggest it might have had one.
+    text = render_text(e)
+    assert "Cap: none (the program has no caps)" in text and "Floor: none (the program has no floors)" in text
 
 
 def test_cut_points_follow_the_computed_tier(warehouses):
@@ -216,3 +219,89 @@ def test_cli_unknown_customer_is_one_plain_line(warehouses, tiers_cli):
     assert done.returncode == 1 and "Traceback" not in done.stderr + done.stdout
     [line] = [line for line in done.stderr.splitlines() if line.strip()]
     assert line.startswith("error: customer 'nobody-here' is not in the icbc_star snapshot for 2025-06")
+
+
+# -- what a program has at all, and points cut part by part (hand-written snapshots, no run) ---------------
+
+SNAPSHOT_TYPES = {
+    "customer_id": "VARCHAR", "points": "DECIMAL(18,2)", "computed_tier": "INTEGER", "floor_tier": "INTEGER",
+    "capped": "BOOLEAN", "previous_tier": "INTEGER", "tier": "INTEGER", "tier_name": "VARCHAR", "reason": "VARCHAR",
+    "failed_reviews": "INTEGER", "buffer_since": "DATE", "at_risk": "BOOLEAN", "next_review": "DATE",
+    "effective_from": "DATE", "rules_version": "VARCHAR",
+}
+
+
+def write_snapshot(warehouse: Path, rule_file: Path, month: str, **values) -> None:
+    """One customer's snapshot row for the program of ``rule_file``: every figure 0.00 unless given."""
+    from rules.loader import load_program
+    from tiers import snapshots
+    from tiers.warehouse import Warehouse
+
+    loaded = load_program(rule_file)
+    row = {"customer_id": "c1", "points": None, "floor_tier": None, "capped": False, "previous_tier": None,
+           "reason": "initial", "failed_reviews": 0, "buffer_since": None, "at_risk": False,
+           "next_review": "2025-12-31", "effective_from": "2025-07-05", "rules_version": loaded.version}
+    types = dict(SNAPSHOT_TYPES)
+    for name in loaded.rules.figures:
+        row[f"fig_{name}"], types[f"fig_{name}"] = "0.00", "DECIMAL(18,2)"
+        if loaded.rules.points and name in loaded.rules.points.rates:
+            row[f"pts_{name}"], types[f"pts_{name}"] = "0.00", "DECIMAL(18,2)"
+    row.update(values)
+    path = snapshots.snapshot_path(Warehouse(warehouse), loaded.name, Month.parse(month))
+    path.parent.mkdir(parents=True)
+    with duckdb.connect() as con:
+        con.execute("CREATE TABLE snapshot AS SELECT " + ", ".join(f"${c}::{types[c]} AS {c}" for c in row), row)
+        con.execute(f"COPY snapshot TO '{path}' (FORMAT parquet)")
+
+
+def test_a_program_without_points_floors_or_caps_says_so(tmp_path):
+    write_snapshot(tmp_path, RULES_DIR / "boc_vip.yaml", "2025-06", computed_tier=0, tier=0, tier_name="ordinary",
+                   fig_financial_assets="1500.00")
+
+    [e] = explain_customer(tmp_path, "c1", Month.parse("2025-06"), "boc_vip")
+
+    assert e["program_has"] == {"points": False, "floors": False, "caps": False}
+    assert e["figure_points_sum"] is None and e["warnings"] == []
+    text = render_text(e)
+    assert "Floor: none (the program has no floors)" in text
+    assert "Cap: none (the program has no caps)" in text
+    assert "no points: the program's bands compare these figures" in text
+    assert "no active credit event" not in text and "no floor product held" not in text
+
+
+def test_points_cut_part_by_part_are_shown_against_the_total(tmp_path):
+    # 0.336 + 0.336 points: each part cuts to 0.33, the total 0.672 to 0.67.
+    write_snapshot(tmp_path, RULES_DIR / "icbc_star.yaml", "2025-06", points="0.67", computed_tier=1, tier=1,
+                   tier_name="quasi-star", fig_short_term_assets="24.89", pts_short_term_assets="0.33",
+                   fig_long_term_assets="33.60", pts_long_term_assets="0.33")
+
+    [e] = explain_customer(tmp_path, "c1", Month.parse("2025-06"), "icbc_star")
+
+    assert (e["points"], e["figure_points_sum"]) == ("0.67", "0.66")
+    text = render_text(e)
+    assert ("0.67 points (cut to the cent once; the points above, each cut to the cent, add up to 0.66, "
+            "0.01 less)") in text
+    # icbc_star has floors and caps: their absence is the customer's, worded as before.
+    assert "Floor: none (no floor product held)" in text and "Cap: not capped (no active credit event)" in text
+
+
+def test_points_that_add_up_need_no_note(tmp_path):
+    write_snapshot(tmp_path, RULES_DIR / "icbc_star.yaml", "2025-06", points="0.66", computed_tier=1, tier=1,
+                   tier_name="quasi-star", pts_short_term_assets="0.33", pts_long_term_assets="0.33")
+    [e] = explain_customer(tmp_path, "c1", Month.parse("2025-06"), "icbc_star")
+    assert "0.66 points (cut to the cent)\n" in render_text(e) + "\n"
+
+
+def test_the_rule_file_comes_from_the_rules_folder_in_force(tmp_path, monkeypatch):
+    folder = tmp_path / "bank [1] rules"
+    folder.mkdir()
+    rule_file = folder / "acme_star.yaml"
+    rule_file.write_text((RULES_DIR / "icbc_star.yaml").read_text(encoding="utf-8")
+                         .replace("program: icbc_star", "program: acme_star"), encoding="utf-8")
+    warehouse = tmp_path / "warehouse"
+    write_snapshot(warehouse, rule_file, "2025-06", computed_tier=0, tier=0, tier_name="unrated")  # no manifest
+    monkeypatch.setenv("TIERS_RULES_DIR", str(folder))
+
+    [e] = explain_customer(warehouse, "c1", Month.parse("2025-06"), "acme_star")
+
+    assert e["rules_file"] == str(rule_file) and e["warnings"] == []

@@ -10,7 +10,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from data.generator import generate_landing, main
+from data.generator import build_parser, generate_landing, main
 
 # The contract's vocabularies, copied here on purpose: the generator must not drift from the contract.
 BALANCE_PRODUCT_CODES = {
@@ -352,3 +352,22 @@ def test_command_line_writes_a_landing_folder(tmp_path, capsys):
 def test_rejects_an_unknown_format(tmp_path):
     with pytest.raises(ValueError, match="file_format"):
         generate(tmp_path, file_format="xlsx")
+
+
+def test_help_documents_every_flag_with_its_default(capsys):
+    parser = build_parser()
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines; compare word by word
+    for action in parser._actions:
+        if not action.option_strings or action.dest == "help":
+            continue
+        [flag] = action.option_strings
+        assert action.help, f"{flag} has no help"
+        assert flag in text
+        if action.required:
+            assert "required" in action.help
+        else:
+            assert f"(default: {action.default})" in text, flag
+    assert "(default: 10000)" in text and "(default: csv)" in text

@@ -84,6 +84,7 @@ def test_a_changed_rule_file_shows_who_would_move_and_why(published, trial_rules
         Month.parse(m) for m in ("2025-02", "2025-03", "2025-04", "2025-05", "2025-06")
     ]
     assert result["months_unpublished"] == [] and result["customers_compared"] == 6
+    assert (result["customers_moved"], result["customer_months_compared"]) == (3, 6 * 4)
 
     movers = duckdb.sql(
         "SELECT * FROM read_parquet($file) ORDER BY month, customer_id", params={"file": result["movers_parquet"]}
@@ -116,6 +117,9 @@ def test_the_shipped_rules_move_nobody(published):
 
     assert (result["movers"], result["counts"], result["customers_compared"]) == (0, [], 6)
     assert result["months_unpublished"] == ["2025-07"] and result["initial"] is False
+    from flows.whatif import summary_table
+
+    assert summary_table(result).caption.splitlines()[0] == "nobody would move (6 customers, 24 customer-months compared)"
     movers = duckdb.sql("SELECT count(*) FROM read_parquet($f)", params={"f": result["movers_parquet"]})
     assert movers.fetchall() == [(0,)]
 
@@ -161,6 +165,30 @@ def test_compare_reports_tier_changes_and_customers_on_one_side_only(tmp_path):
                       ("d", None, 1, None, "initial", Decimal("10.00"))]
     assert [(c["from_tier"], c["to_tier"]) for c in result["counts"]] == [(4, 5), (3, None), (None, 1)]
     assert (result["movers"], result["customers_compared"]) == (3, 4)
+    assert (result["customers_moved"], result["customer_months_compared"]) == (3, 4)
+
+
+def test_customers_and_customer_months_are_counted_apart(tmp_path):
+    """One customer moving in two months is two moves by one customer (the summary once said
+    "4641 moves among 10000 customers" of 635 customers moving)."""
+    from flows.whatif import compare, summary_table
+
+    published, scratch = Warehouse(tmp_path / "published"), Warehouse(tmp_path / "scratch")
+    for month in ("2025-01", "2025-02"):
+        _write_snapshot(published, month, "('a', 5, 'five', 'meets', 2500.00, 5, 2500.00, 25000.00), "
+                                          "('b', 4, 'four', 'meets', 900.00, 4, 900.00, 9000.00)")
+        _write_snapshot(scratch, month, "('a', 4, 'four', 'downgrade', 2500.00, 4, 2500.00, 25000.00), "
+                                        "('b', 4, 'four', 'meets', 900.00, 4, 900.00, 9000.00)")
+    _write_snapshot(published, "2025-03", "('a', 5, 'five', 'meets', 2500.00, 5, 2500.00, 25000.00)")
+    _write_snapshot(scratch, "2025-03", "('a', 5, 'five', 'meets', 2500.00, 5, 2500.00, 25000.00)")
+
+    result = compare(scratch, published, "p", [Month.parse(m) for m in ("2025-01", "2025-02", "2025-03")])
+
+    assert (result["movers"], result["customers_moved"]) == (2, 1)
+    assert (result["customers_compared"], result["customer_months_compared"]) == (2, 5)
+    result.update(program="p", rules_file="trial.yaml", first="2025-01", last="2025-03", initial=False,
+                  months_unpublished=[])
+    assert summary_table(result).caption.splitlines()[0] == "1 of 2 customers would move, in 2 of 5 customer-months compared"
 
 
 def test_whatif_command_prints_the_moves(published, trial_rules, tiers_cli, tmp_path, monkeypatch):
@@ -174,7 +202,7 @@ def test_whatif_command_prints_the_moves(published, trial_rules, tiers_cli, tmp_
 
     lines = [" ".join(line.strip("│ ").split()) for line in done.stdout.splitlines()]
     assert "2025-03 │ 4 four-star │ 5 five-star │ 1" in lines
-    assert "1 move among 6 customers compared" in lines
+    assert "1 of 6 customers would move, in 1 of 24 customer-months compared" in lines
     assert "2024-12 is an initial evaluation: no published snapshot of the month before" in lines
     [scratch] = (warehouse / "scratch").iterdir()
     assert f"who and why: {scratch / 'movers.csv'}" in lines

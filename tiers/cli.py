@@ -1,27 +1,69 @@
 """The ``tiers`` command. Each command runs a Prefect flow (or reads what flows wrote).
 
 Failures the user can fix are ``TiersError``s: printed as one plain line on stderr, exit status 1,
-no traceback unless ``--debug``.
+no traceback unless ``--debug``. Every argument is checked before Prefect is imported: a typo costs
+well under 2 s, not the 20 to 40 s of Prefect's temporary server starting first.
 """
 
 from __future__ import annotations
 
+import http.client
 import os
+import shlex
+import shutil
 import signal
+import socket
 import sys
+import tomllib
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Callable, Optional
+from urllib.parse import urlsplit
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
+
+try:  # typer 0.2x carries its own copy of click, whose exceptions are not click's
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover - a typer that uses click itself
+    from click import exceptions as click_errors
 
 from tiers import progress
 from tiers.errors import TiersError
+from tiers.months import Month
 from tiers.warehouse import DEFAULT_WAREHOUSE, Warehouse, database_error, keep_private
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Month-end customer tier evaluation.")
+
+class _PlainUsageErrors(TyperGroup):
+    """Click's own argument errors (a missing option, a number out of range) as one plain line on stderr,
+    like every other error, instead of a usage block and a framed panel."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            # Not standalone: click hands the errors back here; --help and typer.Exit come back as codes.
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click_errors.NoArgsIsHelpError as error:  # the help is already printed
+            sys.exit(error.exit_code)
+        except click_errors.UsageError as error:
+            command = f"{error.ctx.command_path}: " if error.ctx else ""
+            hint = f" (see {error.ctx.command_path} --help)" if error.ctx else ""
+            _say(f"error: {command}{error.format_message().rstrip('.')}{hint}")
+            sys.exit(error.exit_code)
+        except click_errors.ClickException as error:
+            _say(f"error: {error.format_message()}")
+            sys.exit(error.exit_code)
+        except typer.Abort:  # end of input at a prompt
+            _say("aborted")
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = typer.Typer(cls=_PlainUsageErrors, add_completion=False, no_args_is_help=True,
+                  help="Month-end customer tier evaluation.")
 rules_app = typer.Typer(no_args_is_help=True, help="Rule files (programs).")
 app.add_typer(rules_app, name="rules")
 
@@ -53,9 +95,27 @@ _DEBUG_LOGGING = {"PREFECT_LOGGING_LEVEL": "INFO", "PREFECT_LOGGING_ROOT_LEVEL":
                   "PREFECT_SERVER_LOGGING_LEVEL": "WARNING", "DASK_LOGGING__DISTRIBUTED": "warning"}
 
 
+# The rules folder in force (rules/loader.py reads it, at call time, in this process and the ones it starts).
+RULES_DIR_VARIABLE = "TIERS_RULES_DIR"
+
+
 @app.callback()
-def main(debug: Annotated[bool, typer.Option("--debug", help="Show Prefect's logs and full tracebacks.")] = False):
-    _state["debug"] = debug
+def main(
+    ctx: typer.Context,
+    debug: Annotated[bool, typer.Option("--debug", help="Show Prefect's logs and full tracebacks.")] = False,
+    rules_dir: Annotated[Optional[Path], typer.Option(
+        "--rules-dir", envvar=RULES_DIR_VARIABLE, show_envvar=True,
+        help="A bank's own rule folder, for every command; default: the programs shipped in rules/.")] = None,
+):
+    _state.update(debug=debug, rules_dir_named=None, rules_dir_option=None)
+    if rules_dir is not None:
+        # Checked by each command that reads it (not here, so that --help works whatever the setting).
+        source = ctx.get_parameter_source("rules_dir")
+        from_env = source is not None and source.name == "ENVIRONMENT"
+        _state["rules_dir_named"] = f"{RULES_DIR_VARIABLE}={rules_dir}" if from_env else f"--rules-dir {rules_dir}"
+        _state["rules_dir_option"] = None if from_env else str(rules_dir.resolve())
+        # Absolute, so the run's tasks and any Dask worker it starts read the same folder.
+        os.environ[RULES_DIR_VARIABLE] = str(rules_dir.resolve())
     keep_private()  # whatever any command writes (snapshots, reports, scratch) is owner and group only
     # Before Prefect is imported (commands import flows lazily): quiet unless debugging. Besides its
     # own loggers, Prefect prints its services' warnings through the root logger and its temporary
@@ -146,15 +206,171 @@ def _plain_database_error(error: BaseException, warehouse_dir: Path | None) -> s
     return text if isinstance(error, duckdb.IOException) else None
 
 
-def _check_executor(executor: str, dask_address: Optional[str], partitions: Optional[int]) -> None:
-    """The executor options, and that the scheduler answers, before Prefect starts its server."""
-    from flows.runs import check_executor
+# -- arguments, checked before Prefect is imported ------------------------------------------------------
+# Importing Prefect alone takes 1 to 3 s on a busy 2-core machine, and its temporary server 18 to 33 s
+# more, so nothing below imports flows/ or prefect. The flows check the same things again for callers
+# that are not this command line (deployments, tests).
 
-    check_executor(executor, dask_address, partitions)
+def _month(option: str, text: str) -> Month:
+    try:
+        return Month.parse(text)
+    except TiersError as error:
+        raise TiersError(f"{option}: {error}") from None
+
+
+def _span(first: str, last: str) -> tuple[Month, Month]:
+    first_month, last_month = _month("--from", first), _month("--to", last)
+    if last_month < first_month:
+        raise TiersError(f"--to {last} is before --from {first}")
+    return first_month, last_month
+
+
+def _folder(option: str, path: Path, what: str) -> None:
+    if not path.exists():
+        raise TiersError(f"{option} {path}: no such folder ({what})")
+    if not path.is_dir():
+        raise TiersError(f"{option} {path}: not a folder ({what})")
+
+
+def _warehouse_folder(path: Path) -> None:
+    """A warehouse that does not exist yet is created by the run; a file in its place is a typo."""
+    if path.exists() and not path.is_dir():
+        # Worded as Warehouse.prepare words it, for a run that gets that far.
+        raise TiersError(f"{path}: --warehouse names a file; expected a folder (it is created when missing)")
+
+
+def _rules_folder() -> Path:
+    from rules.loader import default_rules_dir
+
+    folder = default_rules_dir()
+    if not folder.is_dir():
+        named = _state.get("rules_dir_named") or f"{RULES_DIR_VARIABLE}={folder}"
+        raise TiersError(f"{named}: no such rules folder")
+    return folder
+
+
+def _rules_programs() -> tuple[Path, list[str]]:
+    """The rules folder in force and the programs in it (file names only: nothing is parsed yet)."""
+    from rules.loader import program_files
+
+    folder = _rules_folder()
+    return folder, [path.stem for path in program_files(folder)]
+
+
+def _check_programs(programs: Optional[list[str]]) -> None:
+    folder, known = _rules_programs()
+    for name in programs or []:
+        if name not in known:
+            raise TiersError(f"--program {name}: no such program in {folder} (programs: {', '.join(known) or 'none'})")
+
+
+def _check_known_program(program: Optional[str], warehouse: Path) -> None:
+    """A reader's --program: a program of the rules folder or one published in the warehouse (a program
+    whose rule file has gone still has its snapshots), so a typo is not reported as a missing snapshot."""
+    if program is None:
+        return
+    from tiers.snapshots import published_programs
+
+    folder, known = _rules_programs()
+    published = published_programs(Warehouse(Path(warehouse)))
+    if program not in known and program not in published:
+        names = ", ".join(sorted(set(known) | set(published))) or "none"
+        raise TiersError(f"--program {program}: no such program in {folder} or {warehouse} (programs: {names})")
+
+
+EXECUTORS = ("local", "dask")  # flows.runs.EXECUTORS, which imports Prefect
+
+
+def _check_executor(executor: str, dask_address: Optional[str], partitions: Optional[int]) -> None:
+    if executor not in EXECUTORS:
+        raise TiersError(f"--executor {executor}: expected local or dask")
+    if executor == "local" and (dask_address or partitions):
+        option = "--dask-address" if dask_address else "--partitions"
+        raise TiersError(f"{option} needs --executor dask")
+    if dask_address:
+        refused = _dask_refused(dask_address)
+        if refused:
+            raise TiersError(f"--dask-address {dask_address}: cannot reach a Dask scheduler there ({refused}); "
+                             "start one with `dask scheduler` (docs/dask.md)")
+
+
+def _dask_refused(address: str) -> str | None:
+    """Why nothing can answer at ``address`` when that is certain at once (no such host, connection
+    refused); None otherwise. A slow or silent address is left to Dask's own check and its timeout."""
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return "expected tcp://HOST:PORT"
+    if parts.scheme not in ("tcp", "tls") or not host or port is None:
+        return None
+    try:
+        socket.create_connection((host, port), timeout=2).close()
+    except socket.gaierror:
+        return f"no such host {host}"
+    except ConnectionRefusedError:
+        return "connection refused"
+    except OSError:
+        return None
+    return None
+
+
+def _check_reachable(dask_address: Optional[str]) -> None:
+    """That a Dask scheduler answers, with Dask's own client (it imports Prefect): after the quick checks."""
     if dask_address:
         from flows.fanout import check_reachable
 
         check_reachable(dask_address)
+
+
+# -- a Prefect server already running ------------------------------------------------------------------
+
+LOCAL_PREFECT_API = "http://127.0.0.1:4200/api"  # where `prefect server start` listens by default
+
+
+def _prefect_profile_names_a_server() -> bool:
+    """Whether the active Prefect profile sets PREFECT_API_URL (read without importing Prefect)."""
+    home = Path(os.environ.get("PREFECT_HOME") or Path.home() / ".prefect").expanduser()
+    path = Path(os.environ.get("PREFECT_PROFILES_PATH") or home / "profiles.toml").expanduser()
+    try:
+        profiles = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    active = os.environ.get("PREFECT_PROFILE") or profiles.get("active")
+    settings = profiles.get("profiles", {}).get(active, {}) if active else {}
+    return isinstance(settings, dict) and bool(settings.get("PREFECT_API_URL"))
+
+
+# A closed port answers at once whatever this is. With 0.3 s, one run on a busy 2-core machine (load 6)
+# missed a running server and paid 20 s for a temporary one; a second at most is cheap beside that.
+PROBE_TIMEOUT = 1.0
+
+
+def running_prefect_api(url: str | None = None, timeout: float = PROBE_TIMEOUT) -> str | None:
+    """``url`` (default LOCAL_PREFECT_API) when a Prefect server answers its health check within
+    ``timeout`` seconds, else None. Plain http.client: no proxy applies to this machine's own address."""
+    url = url or LOCAL_PREFECT_API
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    try:
+        connection.request("GET", parts.path.rstrip("/") + "/health")
+        response = connection.getresponse()
+        healthy = response.status == 200 and response.read(64).strip() == b"true"
+    except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        connection.close()
+    return url if healthy else None
+
+
+def _use_running_prefect_server() -> None:
+    """Before Prefect is imported: with no server configured, use one running on this machine rather
+    than start Prefect's temporary one (18 to 33 s on a busy 2-core machine; see the README)."""
+    if os.environ.get("PREFECT_API_URL") or _prefect_profile_names_a_server():
+        return
+    url = running_prefect_api()
+    if url:
+        os.environ["PREFECT_API_URL"] = url
 
 
 def _print_summary(result: dict) -> None:
@@ -192,9 +408,15 @@ def run(
     require_control: RequireControl = False,
 ):
     """The month-end run: ingest what the window needs, evaluate, publish (and re-run later published months)."""
+    _folder("--input", input_dir, "the landing folder")
+    _month("--month", month)
+    _check_programs(program)
+    _warehouse_folder(warehouse)
+    _check_executor(executor, dask_address, partitions)
+    _use_running_prefect_server()
+    _check_reachable(dask_address)
     from flows.runs import month_end
 
-    _check_executor(executor, dask_address, partitions)
     with progress.reporting(out):
         result = month_end(str(input_dir), month, str(warehouse), program, max_bad_rows, wait,
                            executor, dask_address, partitions, require_control=require_control)
@@ -217,9 +439,15 @@ def backfill(
     require_control: RequireControl = False,
 ):
     """Evaluate every month from --from to --to in order, carrying state month to month."""
+    _folder("--input", input_dir, "the landing folder")
+    _span(first, last)
+    _check_programs(program)
+    _warehouse_folder(warehouse)
+    _check_executor(executor, dask_address, partitions)
+    _use_running_prefect_server()
+    _check_reachable(dask_address)
     from flows.runs import backfill as backfill_flow
 
-    _check_executor(executor, dask_address, partitions)
     with progress.reporting(out):
         result = backfill_flow(str(input_dir), first, last, str(warehouse), program, max_bad_rows, wait,
                                executor, dask_address, partitions, require_control=require_control)
@@ -239,14 +467,19 @@ def demo(
     program: Annotated[str, typer.Option("--program", help="Program to evaluate.")] = "icbc_star",
 ):
     """Generate a synthetic landing folder, backfill it, and show the tiers month by month."""
+    from rules import load_programs
+
+    last_month = _month("--to", last)
+    if landing_dir.exists() and not landing_dir.is_dir():
+        raise TiersError(f"--landing {landing_dir}: not a folder")
+    _warehouse_folder(warehouse)
+    _check_programs([program])
+    [loaded] = load_programs([program])  # a broken rule file fails here, before the data is generated
+    _use_running_prefect_server()
     from data.generator import generate_landing
     from flows.runs import backfill as backfill_flow
-    from rules import load_programs
-    from tiers.months import Month
     from tiers.report import tier_counts
 
-    [loaded] = load_programs([program])
-    last_month = Month.parse(last)
     first_month = last_month.plus(-(months - 1))
     # The first month-end's window reaches back this far, so the landing data starts there.
     history = max(loaded.rules.history_months.values())
@@ -257,14 +490,46 @@ def demo(
     with progress.reporting(out):
         result = backfill_flow(str(landing_dir), str(first_month), str(last_month), str(warehouse), [program])
     out.print(tier_counts(warehouse, program))
-    glob = f"{warehouse}/snapshots/**/*.parquet"
-    out.print(f"\nSnapshots: {warehouse}/snapshots ({len(result['evaluated'])} months). Query them with DuckDB:\n")
-    out.print(
-        "  .venv/bin/python -c \"import duckdb; duckdb.sql(\\\"SELECT as_of, tier_name, count(*) AS customers "
-        f"FROM read_parquet('{glob}', hive_partitioning = true) WHERE program = '{program}' "
-        "GROUP BY ALL ORDER BY as_of, tier_name\\\").show(max_rows=200)\"",
-        markup=False, highlight=False, soft_wrap=True,
-    )
+    out.print(f"\nSnapshots: {warehouse}/snapshots ({len(result['evaluated'])} months). Try next:\n")
+    for command in _next_commands(warehouse, program, last_month):
+        out.print(f"  {command}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _next_commands(warehouse: Path, program: str, month: Month) -> list[str]:
+    """explain, report and sql on what the demo just published, ready to paste: the command as it was
+    typed, the options that differ from the defaults, and a customer whose tier changed that month."""
+    import duckdb
+
+    from tiers.paths import duckdb_path
+    from tiers.snapshots import snapshot_path
+
+    snapshot = snapshot_path(Warehouse(Path(warehouse)), program, month)
+    [(customer,)] = duckdb.execute(
+        "SELECT customer_id FROM read_parquet($path) "
+        "ORDER BY reason IN ('upgrade', 'downgrade') DESC, tier DESC, customer_id LIMIT 1",
+        {"path": duckdb_path(snapshot)}).fetchall()
+    tiers_command = _invoked_as()
+    if _state.get("rules_dir_option"):
+        tiers_command += f" --rules-dir {shlex.quote(_state['rules_dir_option'])}"
+    where = "" if Path(warehouse) == Path(DEFAULT_WAREHOUSE) else f" --warehouse {shlex.quote(str(warehouse))}"
+    view = program if program.isidentifier() else '"' + program.replace('"', '""') + '"'
+    query = f"SELECT as_of, tier, tier_name, count(*) AS customers FROM {view} GROUP BY ALL ORDER BY as_of, tier DESC"
+    return [
+        f"{tiers_command} explain {shlex.quote(customer)} --month {month} --program {program}{where}",
+        f"{tiers_command} report --month {month} --program {program}{where}",
+        f"{tiers_command} sql {shlex.quote(query)}{where}",
+    ]
+
+
+def _invoked_as() -> str:
+    """`tiers` when that is the command on PATH, else the path it was run by (e.g. .venv/bin/tiers)."""
+    typed = sys.argv[0]
+    if Path(typed).name != "tiers":  # python -m, a test runner: the installed name is the best guess
+        return "tiers"
+    on_path = shutil.which("tiers")
+    if on_path and Path(on_path).resolve() == Path(typed).resolve():
+        return "tiers"
+    return shlex.quote(typed)
 
 
 @app.command()
@@ -280,11 +545,12 @@ def explain(
     import json
 
     from tiers.explain import explain_customer, render_text
-    from tiers.months import Month
 
     if output not in ("text", "json"):
         raise TiersError(f"--format {output}: expected text or json")
-    explanations = explain_customer(warehouse, customer_id, Month.parse(month), program)
+    when = _month("--month", month)
+    _check_known_program(program, warehouse)
+    explanations = explain_customer(warehouse, customer_id, when, program)
     if output == "json":
         print(json.dumps(explanations, indent=2, default=str, ensure_ascii=False))
     else:
@@ -299,10 +565,11 @@ def report(
     warehouse: WarehouseDir = DEFAULT_WAREHOUSE,
 ):
     """A self-contained HTML report (charts, no server, no network) under <warehouse>/reports/."""
-    from tiers.html_report import build_report
-    from tiers.months import Month
+    when = _month("--month", month)
+    _check_known_program(program, warehouse)
+    from tiers.html_report import build_report  # plotly: after the checks
 
-    for path in build_report(warehouse, Month.parse(month), program):
+    for path in build_report(warehouse, when, program):
         out.print(f"report: {path}", markup=False, highlight=False)
 
 
@@ -317,6 +584,19 @@ def whatif(
     max_bad_rows: MaxBadRows = 0,
 ):
     """Evaluate a changed program over past months in a scratch area and show who would move, and why."""
+    from rules.loader import load_program
+    from tiers import snapshots
+
+    if rules.is_dir():
+        raise TiersError(f"--rules {rules}: a folder; give the one changed rule file")
+    loaded = load_program(rules)  # says which key of the file is wrong
+    _folder("--input", input_dir, "the landing folder")
+    first_month, last_month = _span(first, last)
+    on_record = snapshots.published_months(Warehouse(Path(warehouse)), loaded.name)
+    if not any(first_month <= m <= last_month for m in on_record):
+        raise TiersError(f"{loaded.name} has no published snapshot from {first} to {last} in {warehouse}; "
+                         f"there is nothing to compare {rules} against")
+    _use_running_prefect_server()
     from flows.whatif import summary_table, whatif as whatif_flow
 
     result = whatif_flow(str(rules), str(input_dir), first, last, str(warehouse), max_bad_rows)
@@ -331,6 +611,7 @@ def sql(
     max_rows: Annotated[int, typer.Option("--max-rows", min=1, help="Rows shown.")] = 100,
 ):
     """Query the published Parquet, read-only: views `snapshots`, one per program, `quarantine`, `runs`."""
+    _rules_folder()  # a view per program of the rules folder
     from tiers.sql_shell import open_shell, run_query
 
     if query is None:
@@ -342,10 +623,13 @@ def sql(
 
 @rules_app.command("check")
 @_plain_errors
-def rules_check(files: Annotated[Optional[list[Path]], typer.Argument(help="Rule files; default: every file in rules/.")] = None):
+def rules_check(files: Annotated[Optional[list[Path]], typer.Argument(
+        help="Rule files; default: every file in the rules folder (--rules-dir).")] = None):
     """Validate rule files: the file, the key and what was expected, for the first problem found."""
     from rules.loader import load_program, load_programs
 
+    if not files:
+        _rules_folder()
     loaded = [load_program(path) for path in files] if files else load_programs()
     for program in loaded:
         # soft_wrap: one line per file however long the path, as the error line is.

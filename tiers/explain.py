@@ -18,7 +18,7 @@ from pathlib import Path
 
 import duckdb
 
-from rules.loader import RULES_DIR, LoadedProgram, load_program
+from rules.loader import LoadedProgram, default_rules_dir, load_program
 from rules.schema import BalanceFigure, Condition, Program, TierBand
 from tiers import snapshots
 from tiers.errors import TiersError
@@ -79,11 +79,11 @@ def _snapshot_row(path: Path, customer_id: str) -> dict | None:
 
 def _rule_file(warehouse: Warehouse, program: str, month: Month) -> tuple[LoadedProgram, dict]:
     """The rule file as it is now: the one the manifest names (a what-if scratch warehouse names its own
-    copy), else rules/<program>.yaml."""
+    copy), else <program>.yaml in the rules folder in force (--rules-dir, TIERS_RULES_DIR)."""
     manifest_file = snapshots.manifest_path(warehouse, program, month)
     manifest = json.loads(manifest_file.read_text(encoding="utf-8")) if manifest_file.is_file() else {}
     candidates = [Path(manifest["rules_file"])] if manifest.get("rules_file") else []
-    candidates.append(RULES_DIR / f"{program}.yaml")
+    candidates.append(default_rules_dir() / f"{program}.yaml")
     for path in candidates:
         if path.is_file():
             return load_program(path), manifest
@@ -328,6 +328,10 @@ def _explain(warehouse: Warehouse, program: str, month: Month, customer_id: str)
         return None if tier is None else names.get(tier, f"tier {tier}")
 
     bands = _bands(rules, row, warnings)
+    figures = _figures(rules, row, month)
+    # Each figure's points and the total are cut to the cent separately, so the parts can add up to a
+    # cent or two less than the total: say so rather than let a reader think one of them is wrong.
+    parts = [Decimal(f["points"]) for f in figures if f.get("points") is not None]
     next_up = _next_band_up(bands, row["computed_tier"])
     earned = max(row["computed_tier"], row["floor_tier"] or 0)
     # The buffer that matters is the tier in force's, except for a downgrade: then it is the one that fell.
@@ -337,8 +341,11 @@ def _explain(warehouse: Warehouse, program: str, month: Month, customer_id: str)
         "as_of": as_of,
         "customer_id": customer_id,
         "decision": None,
-        "figures": _figures(rules, row, month),
+        "figures": figures,
         "points": row["points"],
+        "figure_points_sum": str(sum(parts)) if parts else None,
+        # What the program has at all, so "no cap" reads as "the program has no caps", not "no event".
+        "program_has": {"points": rules.points is not None, "floors": bool(rules.floors), "caps": rules.caps is not None},
         "computed_tier": row["computed_tier"],
         "computed_tier_name": name(row["computed_tier"]),
         "bands": bands,
@@ -400,7 +407,16 @@ def render_text(explanation: dict) -> str:
             line += f"; {f['rate']} = {points} points"
         lines.append(line)
     if e["points"] is not None:
-        lines.append(f"  {'total':<{width}}  {_amount(Decimal(e['points'])):>16} points (cut to the cent)")
+        total = Decimal(e["points"])
+        parts = e.get("figure_points_sum")
+        note = "cut to the cent"
+        if parts is not None and Decimal(parts) != total:
+            gap = total - Decimal(parts)
+            note = (f"cut to the cent once; the points above, each cut to the cent, add up to {_amount(Decimal(parts))}, "
+                    f"{_amount(abs(gap))} {'less' if gap > 0 else 'more'}")
+        lines.append(f"  {'total':<{width}}  {_amount(total):>16} points ({note})")
+    elif not e["program_has"]["points"]:
+        lines.append("  no points: the program's bands compare these figures")
     lines += ["", "Bands (highest first):"]
     name_width = max(len(b["name"]) for b in e["bands"])
     for band in e["bands"]:
@@ -412,18 +428,24 @@ def render_text(explanation: dict) -> str:
                      + (f" ({marks})" if marks else ""))
     if e["next_band_up"]:
         lines.append(f"  next band up: {e['next_band_up']['gap']}")
-    floor, cap = e["floor"], e["cap"]
-    if floor["products"]:
-        held = f"a held {_either(floor['products'])}"
+    floor, cap, has = e["floor"], e["cap"], e["program_has"]
+    if floor["tier"] is None and not has["floors"]:
+        lines += ["", "Floor: none (the program has no floors)"]
     else:
-        held = "no floor product held" if floor["tier"] is None else "a held product"
-    lines += ["", f"Floor: {floor['tier'] if floor['tier'] is not None else 'none'} ({held})"]
-    if cap["events"]:
-        active = f"an active {_either(cap['events'])}"
+        if floor["products"]:
+            held = f"a held {_either(floor['products'])}"
+        else:
+            held = "no floor product held" if floor["tier"] is None else "a held product"
+        lines += ["", f"Floor: {floor['tier'] if floor['tier'] is not None else 'none'} ({held})"]
+    if not cap["capped"] and not has["caps"]:
+        lines.append("Cap: none (the program has no caps)")
     else:
-        active = "no active credit event" if not cap["capped"] else "an active credit event"
-    cap_text = f"capped at {cap['cap_tier']}" if cap["capped"] else "not capped"
-    lines.append(f"Cap: {cap_text} ({active})")
+        if cap["events"]:
+            active = f"an active {_either(cap['events'])}"
+        else:
+            active = "no active credit event" if not cap["capped"] else "an active credit event"
+        cap_text = f"capped at {cap['cap_tier']}" if cap["capped"] else "not capped"
+        lines.append(f"Cap: {cap_text} ({active})")
     previous = ("none (first evaluation)" if e["previous_tier"] is None
                 else f"{e['previous_tier']} {e['previous_tier_name']}")
     lines += [
