@@ -17,6 +17,7 @@ from pathlib import Path
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
+from rich.markup import escape
 from rich.table import Table
 
 from flows import tasks
@@ -155,8 +156,8 @@ def whatif(rules_file: str, input_dir: str, first: str, last: str, warehouse_dir
 
 def summary_table(result: dict) -> Table:
     """Moves per month and tier change; the caption says what was compared and where the movers are."""
-    table = Table(title=f"What if {result['program']} used {result['rules_file']} "
-                        f"({result['first']}..{result['last']})", title_justify="left", caption_justify="left")
+    table = Table(title=escape(f"What if {result['program']} used {result['rules_file']} "
+                               f"({result['first']}..{result['last']})"), title_justify="left", caption_justify="left")
     for column in ("month", "published tier", "what-if tier", "customers"):
         table.add_column(column, justify="right" if column == "customers" else "left")
     for row in result["counts"]:
@@ -173,7 +174,7 @@ def summary_table(result: dict) -> Table:
     if result["months_unpublished"]:
         notes.append("not compared, nothing published: " + ", ".join(result["months_unpublished"]))
     notes.append(f"who and why: {result['movers_csv']}")
-    table.caption = "\n".join(notes)
+    table.caption = escape("\n".join(notes))  # paths such as wh [x] are text, not rich markup
     # As wide as the longest note where the terminal allows, so the movers path is not folded.
     table.min_width = max(len(note) for note in notes)
     return table
