@@ -24,7 +24,7 @@ from typing import Iterator
 
 import duckdb
 
-from rules.loader import RULES_DIR, program_files
+from rules.loader import program_files
 from tiers.errors import TiersError
 from tiers.paths import duckdb_path
 from tiers.snapshots import published_programs
@@ -90,7 +90,7 @@ def _has_files(folder: Path, pattern: str) -> bool:
 
 def _program_names(warehouse: Warehouse) -> list[str]:
     """Published programs and those of rules/, so `SELECT * FROM icbc_star` works before its first run."""
-    return sorted(set(published_programs(warehouse)) | {path.stem for path in program_files(RULES_DIR)})
+    return sorted(set(published_programs(warehouse)) | {path.stem for path in program_files()})
 
 
 def view_statements(warehouse_dir: Path) -> list[str]:
