@@ -95,6 +95,10 @@ def start_scratch(scratch_dir: str, warehouse_dir: str, rules_file: str, program
     target = snapshots.snapshot_path(scratch, program, before)
     target.parent.mkdir(parents=True)
     shutil.copyfile(source, target)
+    # With its manifest: the scratch run checks the copy against it before it builds on it.
+    manifest = snapshots.manifest_path(scratch, program, before)
+    manifest.parent.mkdir(parents=True)
+    shutil.copyfile(snapshots.manifest_path(published, program, before), manifest)
     return str(source)
 
 
