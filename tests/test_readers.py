@@ -272,8 +272,13 @@ def test_readers_loop_through_a_backfill_and_the_backfill_succeeds(tmp_path):
         "whatif": ["whatif", "--rules", str(GOLDEN.parent.parent / "rules" / f"{PROGRAM}.yaml"),
                    "--input", str(landing), "--from", "2024-12", "--to", "2025-01"],
     }
+    # A run publishes its months together at its end (one change), so 2024-12 is published first: the
+    # readers then have a month to read while the backfill of the rest runs.
+    subprocess.run([str(TIERS), "backfill", "--input", str(landing), "--from", "2024-12", "--to", "2024-12",
+                    "--warehouse", str(warehouse), "--program", PROGRAM], env=env, check=True, capture_output=True,
+                   timeout=300)
     backfill = subprocess.Popen(
-        [str(TIERS), "backfill", "--input", str(landing), "--from", "2024-12", "--to", "2025-08",
+        [str(TIERS), "backfill", "--input", str(landing), "--from", "2025-01", "--to", "2025-08",
          "--warehouse", str(warehouse), "--program", PROGRAM],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     outcomes: list[tuple[str, subprocess.CompletedProcess]] = []
