@@ -332,3 +332,12 @@ def test_a_script_piped_into_the_shell_fails_when_a_statement_is_refused(warehou
     assert done.returncode == 1
     assert "12" in done.stdout  # the query before the refusal ran
     assert done.stderr.strip().startswith("error: query refused")
+
+
+def test_output_cut_short_by_its_reader_ends_quietly(warehouse, tmp_path):
+    """`tiers sql ... | head`: the reader closing the pipe is no error of ours."""
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home")}
+    done = subprocess.run(f"'{TIERS}' sql 'SELECT * FROM range(100000)' --max-rows 100000 --warehouse '{warehouse}' "
+                          "| head -1; echo \"exit=${PIPESTATUS[0]}\"", shell=True, executable="/bin/bash",
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert "exit=141" in done.stdout and done.stderr == "", done.stderr

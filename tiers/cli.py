@@ -145,6 +145,11 @@ def _plain_errors(command: Callable) -> Callable:
                 raise
             _say(f"error: {error}")
             raise typer.Exit(1) from None
+        except BrokenPipeError:
+            # Whoever read the output stopped reading (`tiers sql ... | head`): end quietly, as a process
+            # that SIGPIPE would have ended does, and keep Python from complaining at exit.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(141) from None
         except OSError as error:  # permission denied, read-only file system, disk full, ...
             if _state["debug"]:
                 raise
