@@ -227,7 +227,7 @@ def recover(warehouse: Warehouse) -> str | None:
     clear_staging(warehouse)
     # Warehouses written before manifests moved out of the snapshot tree: move them to manifests/.
     for old_manifest in warehouse.snapshots.glob(f"program=*/as_of=*/{MANIFEST_FILE}"):
-        target = warehouse.root / "manifests" / old_manifest.relative_to(warehouse.snapshots)
+        target = manifest_of(warehouse, old_manifest.with_name(SNAPSHOT_FILE))
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(old_manifest, target)
     # Half-written records (a kill before their rename): the record in place is the one that counts.
@@ -250,9 +250,13 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def manifest_of(warehouse: Warehouse, snapshot: Path) -> Path:
+    """The manifest of a published snapshot file: the same layout under manifests/."""
+    return warehouse.root / "manifests" / snapshot.parent.relative_to(warehouse.snapshots) / MANIFEST_FILE
+
+
 def manifest_path(warehouse: Warehouse, program: str, month: Month) -> Path:
-    return warehouse.root / "manifests" / snapshot_path(warehouse, program, month).parent.relative_to(
-        warehouse.snapshots) / MANIFEST_FILE
+    return manifest_of(warehouse, snapshot_path(warehouse, program, month))
 
 
 def verify_published(warehouse: Warehouse, snapshot: Path) -> None:
@@ -260,7 +264,7 @@ def verify_published(warehouse: Warehouse, snapshot: Path) -> None:
     describes (SHA-256), so a snapshot replaced outside a run is refused, never built on."""
     if warehouse.snapshots not in snapshot.parents:
         return  # staged by this run
-    manifest_file = warehouse.root / "manifests" / snapshot.parent.relative_to(warehouse.snapshots) / MANIFEST_FILE
+    manifest_file = manifest_of(warehouse, snapshot)
     try:
         expected = json.loads(manifest_file.read_text(encoding="utf-8"))["snapshot"]["sha256"]
     except (OSError, ValueError, KeyError, TypeError):
