@@ -30,7 +30,7 @@ from pathlib import Path
 
 import duckdb
 
-from tiers.months import Month
+from ground.months import Month
 
 UNRATED_SHARE = 0.03
 

@@ -1,11 +1,5 @@
-"""Prefect flows: the month-end run and backfills. Thin: they say what runs in which order.
+"""Prefect flows: the month-end run, backfills and what-if. Thin: they say what runs in which order.
 
-Importing this package sets Prefect's quiet, offline defaults before Prefect itself is imported:
-no telemetry, a patient start-up for the temporary local server. A user's own settings win.
+Importing this package changes nothing: the ``tiers`` command sets Prefect's quiet, offline
+defaults (interfaces/cli.py) before it imports a flow.
 """
-
-import os
-
-os.environ.setdefault("DO_NOT_TRACK", "1")
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")

@@ -40,10 +40,10 @@ from prefect.cache_policies import NO_CACHE
 from prefect_dask import DaskTaskRunner
 
 from flows import tasks
-from tiers.errors import StateError, TiersError
-from tiers.months import Month
-from tiers.version import code_version
-from tiers.warehouse import Warehouse
+from ground.errors import StateError, TiersError
+from ground.months import Month
+from transforms.version import code_version
+from stores.warehouse import Warehouse
 from transforms import partitioned
 
 # Seconds to reach the scheduler; TIERS_DASK_TIMEOUT overrides.

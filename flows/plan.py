@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rules.loader import LoadedProgram
-from tiers import snapshots
-from tiers.errors import InputError
-from tiers.months import Month, month_range, window
-from tiers.warehouse import Warehouse
+from stores import snapshots
+from ground.errors import InputError
+from ground.months import Month, month_range, window
+from stores.warehouse import Warehouse
 from transforms import landing
 from transforms.evaluate import check_chain
 

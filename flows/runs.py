@@ -14,11 +14,12 @@ from flows.plan import plan_run
 from flows.schedule import scheduled_month
 from flows.waiting import wait_for_files
 from rules import load_programs
-from tiers import run_log, snapshots
-from tiers.errors import BadRowsError, TiersError
-from tiers.months import Month
-from tiers.progress import current
-from tiers.warehouse import Warehouse
+from stores import run_log
+from stores import snapshots
+from ground.errors import BadRowsError, TiersError
+from ground.months import Month
+from ground.progress import current
+from stores.warehouse import Warehouse
 from transforms.quarantine import bad_rows_message
 
 

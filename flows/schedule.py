@@ -11,8 +11,8 @@ import re
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from tiers.errors import TiersError
-from tiers.months import Month
+from ground.errors import TiersError
+from ground.months import Month
 
 MONTH_END_CRON = "0 2 1 * *"
 TIMEZONE = "Asia/Shanghai"

@@ -27,7 +27,7 @@ from prefect.types.entrypoint import EntrypointType
 
 from flows.runs import backfill, month_end
 from flows.schedule import MONTH_END_CRON, TIMEZONE
-from tiers.errors import TiersError
+from ground.errors import TiersError
 
 # Served deployments carry this suffix; prefect.yaml's have none (tests/test_schedule.py holds them equal otherwise).
 SERVED_SUFFIX = "-served"

@@ -16,11 +16,12 @@ from prefect.cache_policies import NO_CACHE
 
 from rules import load_programs, load_vocabularies
 from rules.loader import LoadedProgram, load_program, load_valid_programs
-from tiers import warehouse as warehouse_module
-from tiers.errors import StateError
-from tiers.months import Month
-from tiers.warehouse import Warehouse
+from stores import warehouse as warehouse_module
+from ground.errors import StateError
+from ground.months import Month
+from stores.warehouse import Warehouse
 from transforms import evaluate as evaluation
+from transforms import runner
 from transforms import partitioned
 from transforms.ingest import IngestResult, Ingestor
 
@@ -55,7 +56,7 @@ def ingest_reference(input_dir: str, warehouse_dir: str, rules_file: str | None 
     have its control file before anything is read."""
     warehouse = Warehouse(Path(warehouse_dir))
     months = [(dataset, Month.parse(month)) for dataset, month in months_ahead or []]
-    with warehouse.connect() as con:
+    with runner.connect(warehouse) as con:
         ingestor = _ingestor(con, input_dir, warehouse, rules_file, require_control)
         ingestor.check_ready(months)
         results = ingestor.ingest_all_reference()
@@ -68,7 +69,7 @@ def ingest_reference(input_dir: str, warehouse_dir: str, rules_file: str | None 
 def ingest_month(input_dir: str, warehouse_dir: str, dataset: str, month: str, needed_by: str,
                  rules_file: str | None = None, require_control: bool = False) -> IngestResult:
     warehouse = Warehouse(Path(warehouse_dir))
-    with warehouse.connect() as con:
+    with runner.connect(warehouse) as con:
         ingestor = _ingestor(con, input_dir, warehouse, rules_file, require_control)
         return ingestor.ingest_month(dataset, Month.parse(month), needed_by)
 
@@ -86,7 +87,7 @@ def evaluate(warehouse_dir: str, program: str, month: str, rules_file: str | Non
     without a run, the month is published on its own at once."""
     warehouse = Warehouse(Path(warehouse_dir))
     loaded = load_program_or_file(program, rules_file)
-    with warehouse.connect() as con:
+    with runner.connect(warehouse) as con:
         return evaluation.evaluate(con, warehouse, loaded, load_vocabularies(), Month.parse(month), run_id)
 
 
@@ -111,7 +112,7 @@ def export_buckets(warehouse_dir: str, program: str, month: str, partitions: int
     loaded = load_program_or_file(program, rules_file)
     run_dir = partitioned.new_run_dir(warehouse)
     try:
-        with warehouse.connect() as con:
+        with runner.connect(warehouse) as con:
             exported = partitioned.export(con, warehouse, loaded, Month.parse(month), run_dir, partitions, run_id)
     except BaseException:
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -133,7 +134,7 @@ def stage_buckets(warehouse_dir: str, program: str, month: str, run: BucketRun, 
         raise StateError(f"{program} {month}: {loaded.path} changed during the run ({run.rules_version} became "
                          f"{loaded.version}); nothing was published for this month, run it again")
     evaluation.check_tiers_defined(loaded, when, *partitioned.undefined_tiers(results))
-    with warehouse.connect() as con:
+    with runner.connect(warehouse) as con:
         started = time.perf_counter()
         staged, rows = partitioned.combine(con, warehouse, Path(run.run_dir), partitions)
         seconds = {**seconds, "combine": time.perf_counter() - started}

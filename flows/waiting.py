@@ -18,8 +18,8 @@ from pathlib import Path
 
 from flows.schedule import deadline_at
 from rules import load_programs
-from tiers.errors import InputError
-from tiers.months import Month, window
+from ground.errors import InputError
+from ground.months import Month, window
 from transforms import landing
 from transforms.ingest import REFERENCE_DATASETS
 

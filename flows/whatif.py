@@ -23,11 +23,11 @@ from rich.table import Table
 from flows import tasks
 from flows.plan import plan_run
 from rules.loader import load_program
-from tiers import snapshots
-from tiers.errors import BadRowsError, TiersError
-from tiers.months import Month, month_range
-from tiers.paths import duckdb_path
-from tiers.warehouse import Warehouse
+from stores import snapshots
+from ground.errors import BadRowsError, TiersError
+from ground.months import Month, month_range
+from ground.paths import duckdb_path
+from stores.warehouse import Warehouse
 from transforms import runner
 from transforms.quarantine import bad_rows_message
 
@@ -45,7 +45,7 @@ def compare(scratch: Warehouse, published: Warehouse, program: str, months: list
         "whatif": [duckdb_path(snapshots.snapshot_path(scratch, program, m)) for m in months],
     }
     parquet, csv = scratch.root / "movers.parquet", scratch.root / "movers.csv"
-    with scratch.connect() as con:
+    with runner.connect(scratch) as con:
         runner.run(con, "whatif_movers", **files)
         con.execute(f"COPY movers TO {runner.literal(parquet)} (FORMAT parquet, COMPRESSION zstd)")
         con.execute(f"COPY movers TO {runner.literal(csv)} (FORMAT csv, HEADER)")

@@ -20,8 +20,8 @@ import pyarrow as pa
 
 from rules.loader import LoadedProgram, Vocabularies
 from rules.schema import BalanceFigure, TransactionFigure
-from tiers.errors import RuleError
-from tiers.months import Month, month_range, window
+from ground.errors import RuleError
+from ground.months import Month, month_range, window
 
 CENTS = 100
 _INT64_MAX = 2**63 - 1

@@ -12,7 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from rules.schema import BalanceFigure, Program, TransactionFigure
-from tiers.errors import RuleError
+from ground.errors import RuleError
 
 # The shipped programs, and the code vocabularies: those describe the landing data (data-contract.md),
 # so they stay with the code whichever rules folder is in force.

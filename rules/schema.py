@@ -15,7 +15,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from tiers.months import Month
+from ground.months import Month
 
 
 def _not_text(value: object) -> object:

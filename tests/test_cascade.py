@@ -15,10 +15,10 @@ import pytest
 
 from flows.plan import plan_run
 from rules import load_programs
-from tiers import snapshots
-from tiers.errors import InputError, StateError
-from tiers.months import Month, month_range
-from tiers.warehouse import Warehouse
+from stores import snapshots
+from ground.errors import InputError, StateError
+from ground.months import Month, month_range
+from stores.warehouse import Warehouse
 from transforms.evaluate import check_chain, predecessor
 
 GOLDEN = Path(__file__).resolve().parent / "golden"

@@ -1,5 +1,5 @@
 """A re-run that cascades over later months publishes them as one change (issue 11, point 7;
-tiers/snapshots.py): a kill -9 at any moment leaves the months either as before or, once the next run
+stores/snapshots.py): a kill -9 at any moment leaves the months either as before or, once the next run
 has finished what the killed one staged, as after; never some months of one run and some of another.
 
 Re-running 2025-03 re-publishes 2025-03..2025-06 (four months). Two landing folders differ for one
@@ -22,7 +22,7 @@ import pytest
 
 from test_reliability import (PROGRAM, TIERS, cli_env, copy_landing, published_rows, rows_of, scale_balances,
                               snapshot_file)
-from tiers.months import Month, month_range
+from ground.months import Month, month_range
 
 FROM, TO = "2025-03", "2025-06"
 MONTHS = [str(m) for m in month_range(Month.parse(FROM), Month.parse(TO))]
@@ -77,7 +77,7 @@ def test_a_stopped_cascade_is_taken_over_by_the_next_run_of_a_later_month(refere
     later run of June alone then re-evaluates from 2025-03, so no month mixes the old and the new data."""
     from flows import runs
     from flows.runs import month_end
-    from tiers import snapshots
+    from stores import snapshots
 
     _, landings, warehouses, rows = references
     warehouse = tmp_path / "warehouse"
@@ -105,7 +105,7 @@ def test_a_journal_left_by_a_kill_is_finished_by_the_next_run(references, tmp_pa
     """Killed between its renames: two months are the new run's, two the old; the next writing run
     (here a run of another month) finishes the moves first."""
     from flows.runs import month_end
-    from tiers import snapshots
+    from stores import snapshots
 
     _, landings, warehouses, rows = references
     warehouse = tmp_path / "warehouse"

@@ -9,7 +9,7 @@ import os
 import pytest
 
 from test_reliability import PROGRAM, copy_landing, published_rows
-from tiers.errors import InputError
+from ground.errors import InputError
 
 
 def test_a_corrected_file_of_the_same_size_and_mtime_is_read_again(prefect_harness, tmp_path):
@@ -89,7 +89,7 @@ def test_a_snapshot_changed_after_it_was_published_is_refused_not_built_on(prefe
 
     from flows.runs import backfill, month_end
     from test_reliability import snapshot_file
-    from tiers.errors import StateError
+    from ground.errors import StateError
 
     landing, warehouse = copy_landing(tmp_path / "landing"), tmp_path / "warehouse"
     backfill.fn(str(landing), "2025-05", "2025-05", str(warehouse), [PROGRAM])

@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 
 from rules import RULES_DIR
 from rules.loader import load_program
-from tiers.cli import app
-from tiers.errors import RuleError
+from interfaces.cli import app
+from ground.errors import RuleError
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 

@@ -25,7 +25,7 @@ import pytest
 from typer.testing import CliRunner
 
 from rules.loader import SHIPPED_RULES_DIR
-from tiers import cli
+from interfaces import cli
 
 TIERS = Path(sys.executable).with_name("tiers")
 GOLDEN = Path(__file__).resolve().parent / "golden"

@@ -29,10 +29,11 @@ import duckdb
 import psutil
 import pytest
 
-from tiers import snapshots
-from tiers.errors import StateError, TiersError
-from tiers.months import Month
-from tiers.warehouse import Warehouse
+from stores import snapshots
+from ground.errors import StateError, TiersError
+from ground.months import Month
+from stores.warehouse import Warehouse
+from transforms import runner
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 PROGRAMS = ["boc_vip", "bohai_wealth", "icbc_star"]
@@ -341,7 +342,7 @@ def test_buckets_combine_into_the_published_snapshot(buffers_single, tmp_path, p
     [loaded] = load_programs(["icbc_star"])
     month = Month.parse("2025-06")
     run_dir = partitioned.new_run_dir(warehouse)
-    with warehouse.connect() as con:
+    with runner.connect(warehouse) as con:
         exported = partitioned.export(con, warehouse, loaded, month, run_dir, partitions, "test-run")
         assert exported.rows["customers"] == 6 and not exported.initial
         results = [partitioned.evaluate_bucket(run_dir, bucket, loaded, load_vocabularies(), month, 2**30)

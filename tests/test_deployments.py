@@ -33,10 +33,10 @@ import pytest
 import yaml
 
 from test_dask_executor import GOLDEN, assert_same_snapshots, buffers_single  # noqa: F401 (a fixture)
-from tiers import snapshots
-from tiers.errors import TiersError
-from tiers.months import Month
-from tiers.warehouse import Warehouse
+from stores import snapshots
+from ground.errors import TiersError
+from ground.months import Month
+from stores.warehouse import Warehouse
 
 PROJECT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -296,7 +296,7 @@ def test_a_flow_loaded_from_its_file_is_refused_before_anything_is_ingested(clus
     script = textwrap.dedent("""
         import sys
         from prefect.flows import load_flow_from_entrypoint
-        from tiers.errors import TiersError
+        from ground.errors import TiersError
 
         month_end = load_flow_from_entrypoint(sys.argv[1])
         try:

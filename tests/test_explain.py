@@ -15,9 +15,9 @@ import duckdb
 import pytest
 
 from rules.loader import RULES_DIR
-from tiers.errors import TiersError
-from tiers.explain import explain_customer, render_text
-from tiers.months import Month
+from ground.errors import TiersError
+from interfaces.explain import explain_customer, render_text
+from ground.months import Month
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 # scenario -> (program, first month, last month)
@@ -234,8 +234,8 @@ SNAPSHOT_TYPES = {
 def write_snapshot(warehouse: Path, rule_file: Path, month: str, **values) -> None:
     """One customer's snapshot row for the program of ``rule_file``: every figure 0.00 unless given."""
     from rules.loader import load_program
-    from tiers import snapshots
-    from tiers.warehouse import Warehouse
+    from stores import snapshots
+    from stores.warehouse import Warehouse
 
     loaded = load_program(rule_file)
     row = {"customer_id": "c1", "points": None, "floor_tier": None, "capped": False, "previous_tier": None,

@@ -8,7 +8,7 @@ import os
 import blake3
 import pytest
 
-from tiers.errors import InputError
+from ground.errors import InputError
 from transforms import landing
 
 

@@ -23,10 +23,10 @@ import duckdb
 import numpy as np
 import pytest
 
-from tiers.errors import TiersError
-from tiers.html_report import (AT_RISK_LISTED, DIRECTIONS, PLOTLY_BUNDLE, REASONS, TIER_COLOURS, _spans,
+from ground.errors import TiersError
+from interfaces.html_report import (AT_RISK_LISTED, DIRECTIONS, PLOTLY_BUNDLE, REASONS, TIER_COLOURS, _spans,
                                tier_colour, build_report, report_path)
-from tiers.months import Month
+from ground.months import Month
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 BACKFILLS = {"icbc_star": ("icbc_buffers", "2024-12", "2026-06"), "boc_vip": ("boc_tracks", "2024-12", "2025-08")}

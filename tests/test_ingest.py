@@ -2,7 +2,7 @@
 warehouse tables, with every bad row in the quarantine and a month read again only when it changed.
 
 Each test copies a small golden landing folder into tmp_path, edits it, and drives
-``transforms.ingest.Ingestor`` on a fresh ``tiers.warehouse.Warehouse``; no Prefect, no subprocess.
+``transforms.ingest.Ingestor`` on a fresh ``stores.warehouse.Warehouse``; no Prefect, no subprocess.
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ import duckdb
 import pytest
 
 from rules import load_programs, load_vocabularies
-from tiers.errors import InputError
-from tiers.months import Month
-from tiers.warehouse import Warehouse
+from ground.errors import InputError
+from ground.months import Month
+from stores.warehouse import Warehouse
+from transforms import runner
 from transforms.ingest import Ingestor
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -39,7 +40,7 @@ def copy_landing(tmp_path: Path, scenario: str = "icbc_money") -> Path:
 @contextmanager
 def open_ingestor(warehouse: Warehouse, landing: Path):
     """A new connection and Ingestor (as a new run would have) with the reference files ingested."""
-    con = warehouse.connect()
+    con = runner.connect(warehouse)
     try:
         ingestor = Ingestor(con, landing, warehouse.quarantine, load_vocabularies(), load_programs())
         ingestor.ingest_all_reference()

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from tests.test_ingest import JUNE, balance_month, copy_landing, ingest_once, open_ingestor
-from tiers.errors import InputError
-from tiers.months import Month
-from tiers.warehouse import Warehouse
+from ground.errors import InputError
+from ground.months import Month
+from stores.warehouse import Warehouse
+from transforms import runner
 from transforms import ingest, landing
 
 B = Path("balances") / "2025-06.csv"
@@ -32,7 +33,7 @@ def write_control(target: Path, rows: int, total: Decimal | str | None) -> Path:
 
 
 def stored(warehouse: Warehouse) -> list[tuple]:
-    with warehouse.connect() as con:
+    with runner.connect(warehouse) as con:
         return con.execute("SELECT dataset, month FROM ingested WHERE month IS NOT NULL").fetchall()
 
 
@@ -112,7 +113,7 @@ def test_a_month_folder_has_one_control_file_for_all_its_files(tmp_path):
 def test_with_require_control_a_file_without_one_is_not_ready(tmp_path):
     landing_dir = copy_landing(tmp_path)
     warehouse = Warehouse(tmp_path / "warehouse")
-    con = warehouse.connect()
+    con = runner.connect(warehouse)
     try:
         from rules import load_programs, load_vocabularies
         ingestor = ingest.Ingestor(con, landing_dir, warehouse.quarantine, load_vocabularies(), load_programs(),

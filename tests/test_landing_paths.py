@@ -18,7 +18,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from tiers.paths import duckdb_path
+from ground.paths import duckdb_path
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 MONTH = "2025-06"

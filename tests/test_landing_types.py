@@ -8,8 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.test_ingest import balance_month, copy_landing, ingest_once, open_ingestor, quarantined
-from tiers.errors import InputError
-from tiers.warehouse import Warehouse
+from ground.errors import InputError
+from stores.warehouse import Warehouse
 
 
 def csv_to_parquet(csv_path, select: str = "*"):

@@ -36,7 +36,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from tiers.errors import BadRowsError, InputError, TiersError
+from ground.errors import BadRowsError, InputError, TiersError
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 SCENARIO = "icbc_money"
@@ -779,7 +779,7 @@ def test_a_randomly_corrupted_landing_folder_is_refused_or_gives_the_clean_rows(
 
 
 def test_non_utf8_byte_in_a_data_row_is_not_blamed_on_the_header(tmp_path):
-    from tiers.months import Month
+    from ground.months import Month
     from transforms.landing import month_source, stage
 
     landing = tmp_path / "landing"

@@ -21,8 +21,8 @@ import pytest
 from typer.testing import CliRunner
 
 from test_reliability import PROGRAM, TIERS, cli_env, copy_landing, published_bytes, published_rows
-from tiers import snapshots
-from tiers.cli import app
+from stores import snapshots
+from interfaces.cli import app
 
 MONTHS = ["2025-05", "2025-06"]
 
@@ -172,7 +172,7 @@ def test_prefect_keeps_no_customer_data(prefect_harness, tmp_path):
 
     from flows import runs, tasks
     from flows.runs import month_end
-    from tiers.errors import BadRowsError
+    from ground.errors import BadRowsError
 
     landing = copy_landing(tmp_path / "landing")
     customers = [line.split(",")[0] for line in (landing / "customers.csv").read_text().splitlines()[1:]]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import duckdb
 import pytest
 
-from tiers.paths import duckdb_path
+from ground.paths import duckdb_path
 
 NAMES = ["landing[2025]", "a*b", "a?b", "a{x}", "a]b", "a b 客户", "[*?]{}", "wh[!1]"]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from tiers import progress
+from ground import progress
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 

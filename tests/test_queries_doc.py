@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from tiers.cli import app
-from tiers.sql_shell import locked_connection
+from interfaces.cli import app
+from interfaces.sql_shell import locked_connection
 
 PROJECT = Path(__file__).resolve().parent.parent
 GOLDEN = PROJECT / "tests" / "golden"

@@ -23,7 +23,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from tiers.sql_shell import EMPTY_SCHEMAS, execute, locked_connection
+from interfaces.sql_shell import EMPTY_SCHEMAS, execute, locked_connection
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 TIERS = Path(sys.executable).with_name("tiers")

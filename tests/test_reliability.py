@@ -28,9 +28,9 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from tiers.cli import app
-from tiers.errors import BadRowsError, InputError
-from tiers.months import Month, month_range
+from interfaces.cli import app
+from ground.errors import BadRowsError, InputError
+from ground.months import Month, month_range
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 TIERS = Path(sys.executable).with_name("tiers")

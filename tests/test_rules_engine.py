@@ -36,12 +36,12 @@ from typer.testing import CliRunner
 
 from flows.plan import plan_run
 from rules.loader import RULES_DIR, LoadedProgram, load_program, load_programs, load_vocabularies
-from tiers import snapshots
-from tiers.checksums import sha256_file
-from tiers.cli import app
-from tiers.errors import RuleError, TiersError
-from tiers.months import Month, month_range
-from tiers.warehouse import Warehouse
+from stores import snapshots
+from ground.checksums import sha256_file
+from interfaces.cli import app
+from ground.errors import RuleError, TiersError
+from ground.months import Month, month_range
+from stores.warehouse import Warehouse
 from transforms import runner
 from transforms.evaluate import evaluate
 from transforms.ingest import Ingestor
@@ -913,7 +913,7 @@ def test_ingestion_re_reads_transactions_only_when_transaction_rules_change(tmp_
         """A new run after writing the rule file: (balances read?, transactions read?, counted card spending)."""
         rule_file.write_text(text, encoding="utf-8")
         programs = load_programs(rules_dir=rules_dir) + list(extra)
-        with warehouse.connect() as con:
+        with runner.connect(warehouse) as con:
             results = ingest(con, landing, programs, *months)
             [(spent,)] = con.execute("SELECT counted FROM txn_figure_month WHERE program = 'boc_vip' "
                                      "AND figure = 'card_spending'").fetchall()

@@ -16,7 +16,7 @@ import pytest
 
 import rules.loader
 from rules.loader import RULES_DIR, load_program, load_programs
-from tiers.errors import RuleError
+from ground.errors import RuleError
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 SHIPPED = ("boc_vip", "bohai_wealth", "icbc_star")

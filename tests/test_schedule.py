@@ -15,7 +15,7 @@ import yaml
 
 from flows import runs
 from flows.schedule import MONTH_END_CRON, TIMEZONE, month_just_ended, scheduled_month
-from tiers.months import Month
+from ground.months import Month
 
 PROJECT = Path(__file__).resolve().parent.parent
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -129,7 +129,7 @@ def test_the_deadline(deadline, started, expected):
 @pytest.mark.parametrize("deadline", ["noon", "25:00", "12:60", "-5", ""])
 def test_a_deadline_that_is_neither_a_time_nor_seconds_is_refused(deadline):
     from flows.schedule import deadline_at
-    from tiers.errors import TiersError
+    from ground.errors import TiersError
 
     with pytest.raises(TiersError, match=r"deadline .*: expected a time of day such as 12:00 \(Asia/Shanghai\) "
                                          r"or a number of seconds$"):
@@ -189,7 +189,7 @@ def test_the_month_end_waits_for_files_that_land_while_it_waits(prefect_harness,
 
 
 def test_the_month_end_fails_at_the_deadline_naming_the_files_still_missing(landing_without_june, tmp_path):
-    from tiers.errors import InputError
+    from ground.errors import InputError
 
     landing, _ = landing_without_june
     warehouse = tmp_path / "warehouse"
@@ -209,7 +209,7 @@ def test_the_month_end_fails_at_the_deadline_naming_the_files_still_missing(land
 def test_with_control_files_required_a_file_without_its_control_file_is_waited_for(tmp_path):
     """The extract writes each file and then its .ctl: a file without one has not landed yet."""
     from flows.waiting import missing_files
-    from tiers.months import Month
+    from ground.months import Month
 
     landing = tmp_path / "landing"
     shutil.copytree(GOLDEN_LANDING, landing)

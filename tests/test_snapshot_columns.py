@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from tiers import snapshots
-from tiers.months import Month
-from tiers.warehouse import Warehouse
+from stores import snapshots
+from ground.months import Month
+from stores.warehouse import Warehouse
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 CONTRACT = ["customer_id", "points", "computed_tier", "floor_tier", "capped", "previous_tier", "tier", "tier_name",

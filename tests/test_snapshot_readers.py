@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from test_reliability import copy_landing
-from tiers.paths import duckdb_path
+from ground.paths import duckdb_path
 
 PROGRAMS = ["icbc_star", "bohai_wealth"]
 

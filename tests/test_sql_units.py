@@ -19,8 +19,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from rules.loader import RULES_DIR, load_program, load_vocabularies
-from tiers.months import Month, window
-from tiers.warehouse import Warehouse
+from ground.months import Month, window
+from stores.warehouse import Warehouse
 from transforms import landing, runner
 from transforms.evaluate import evaluate
 from transforms.ingest import Ingestor, validate_month, vocabulary_params

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from tiers import warehouse as warehouse_module
-from tiers.errors import TiersError
-from tiers.warehouse import Warehouse
+from stores import warehouse as warehouse_module
+from ground.errors import TiersError
+from stores.warehouse import Warehouse
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 

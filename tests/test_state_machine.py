@@ -25,10 +25,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rules.loader import RULES_DIR, load_program, load_vocabularies
-from tiers import snapshots
-from tiers.checksums import sha256_file
-from tiers.months import Month, month_range
-from tiers.warehouse import Warehouse
+from stores import snapshots
+from ground.checksums import sha256_file
+from ground.months import Month, month_range
+from stores.warehouse import Warehouse
 from transforms import runner
 from transforms.evaluate import evaluate
 

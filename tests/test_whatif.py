@@ -21,10 +21,10 @@ import duckdb
 import pytest
 
 from rules.loader import RULES_DIR
-from tiers import snapshots
-from tiers.errors import BadRowsError
-from tiers.months import Month
-from tiers.warehouse import Warehouse
+from stores import snapshots
+from ground.errors import BadRowsError
+from ground.months import Month
+from stores.warehouse import Warehouse
 
 LANDING = Path(__file__).resolve().parent / "golden" / "icbc_buffers" / "landing"
 PROGRAM = "icbc_star"

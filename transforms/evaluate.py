@@ -21,13 +21,13 @@ import duckdb
 
 from rules.compile import month_scales, rule_tables
 from rules.loader import LoadedProgram, Vocabularies
-from tiers import snapshots
-from tiers.checksums import sha256_file
-from tiers.errors import StateError
-from tiers.months import Month, window
-from tiers.paths import duckdb_path
-from tiers.version import code_version
-from tiers.warehouse import Warehouse
+from stores import snapshots
+from ground.checksums import sha256_file
+from ground.errors import StateError
+from ground.months import Month, window
+from ground.paths import duckdb_path
+from transforms.version import code_version
+from stores.warehouse import Warehouse
 from transforms import runner
 
 # The type of every snapshot column that is read back as last month's state.

@@ -23,9 +23,9 @@ import duckdb
 
 from rules.compile import rule_tables
 from rules.loader import VOCABULARIES_FILE, LoadedProgram, Vocabularies
-from tiers.checksums import sha256_file
-from tiers.errors import InputError
-from tiers.months import Month
+from ground.checksums import sha256_file
+from ground.errors import InputError
+from ground.months import Month
 from transforms import landing, runner, txn_figures
 
 # Reference datasets in load order: the others are validated against customers, months against fx_rates.

@@ -26,10 +26,10 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from tiers.checksums import content_and_sha256, content_digest
-from tiers.errors import InputError, TiersError
-from tiers.paths import duckdb_path
-from tiers.months import Month
+from ground.checksums import content_and_sha256, content_digest
+from ground.errors import InputError, TiersError
+from ground.paths import duckdb_path
+from ground.months import Month
 from transforms import runner
 
 FORMATS = (".csv", ".parquet")

@@ -34,10 +34,10 @@ from pathlib import Path
 import duckdb
 
 from rules.loader import LoadedProgram, Vocabularies
-from tiers import snapshots
-from tiers.months import Month, window
-from tiers.paths import duckdb_path
-from tiers.warehouse import Warehouse
+from stores import snapshots
+from ground.months import Month, window
+from ground.paths import duckdb_path
+from stores.warehouse import Warehouse
 from transforms import evaluate as evaluation
 from transforms import runner
 

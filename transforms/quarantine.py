@@ -6,7 +6,7 @@ from pathlib import Path
 
 import duckdb
 
-from tiers.paths import duckdb_path
+from ground.paths import duckdb_path
 
 from transforms.ingest import IngestResult
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import duckdb
 
+from stores.warehouse import Warehouse
+
 SQL_DIR = Path(__file__).resolve().parent / "sql"
 _PARAMETER = re.compile(r"\$([a-z_][a-z0-9_]*)")
 
@@ -25,6 +27,13 @@ def bind(sql: str, params: dict) -> dict:
     if missing:
         raise KeyError(f"SQL parameters not given: {sorted(missing)}")
     return {key: params[key] for key in wanted}
+
+
+def connect(warehouse: Warehouse) -> duckdb.DuckDBPyConnection:
+    """A writing connection to the warehouse with the pipeline's tables in place."""
+    con = warehouse.connect()
+    run(con, "warehouse_schema")
+    return con
 
 
 def run(con: duckdb.DuckDBPyConnection, name: str, **params) -> duckdb.DuckDBPyConnection:

@@ -7,9 +7,9 @@ from pathlib import Path
 import duckdb
 from rich.table import Table
 
-from tiers.paths import duckdb_path
-from tiers.snapshots import program_dir
-from tiers.warehouse import Warehouse
+from ground.paths import duckdb_path
+from stores.snapshots import program_dir
+from stores.warehouse import Warehouse
 
 
 def tier_counts(warehouse_dir: Path, program: str) -> Table:

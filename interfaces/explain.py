@@ -20,11 +20,11 @@ import duckdb
 
 from rules.loader import LoadedProgram, default_rules_dir, load_program
 from rules.schema import BalanceFigure, Condition, Program, TierBand
-from tiers import snapshots
-from tiers.errors import TiersError
-from tiers.months import Month, window
-from tiers.paths import duckdb_path
-from tiers.warehouse import Warehouse
+from stores import snapshots
+from ground.errors import TiersError
+from ground.months import Month, window
+from ground.paths import duckdb_path
+from stores.warehouse import Warehouse
 
 CENT = Decimal("0.01")
 _WORDS = {">=": "at least", ">": "more than", "<=": "at most", "<": "less than"}

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from datetime import date
 
-from tiers.errors import TiersError
+from ground.errors import TiersError
 
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tiers.warehouse import Warehouse
+from stores.warehouse import Warehouse
 
 SCHEMA = pa.schema([
     ("run_id", pa.string()),

@@ -27,11 +27,11 @@ from plotly.subplots import make_subplots
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from jinja2.utils import htmlsafe_json_dumps
 
-from tiers.errors import TiersError
-from tiers.months import Month
-from tiers.paths import duckdb_path
-from tiers.snapshots import publish, published_months, published_programs, snapshot_path
-from tiers.warehouse import Warehouse
+from ground.errors import TiersError
+from ground.months import Month
+from ground.paths import duckdb_path
+from stores.snapshots import publish, published_months, published_programs, snapshot_path
+from stores.warehouse import Warehouse
 
 # The contract's reasons, in the order a customer meets them; all are shown, so a 0 reads as "none".
 REASONS = ["initial", "upgrade", "meets", "held_until_review", "buffer", "downgrade", "credit_cap"]

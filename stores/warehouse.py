@@ -12,8 +12,7 @@ from typing import Iterator
 import duckdb
 from filelock import FileLock, Timeout
 
-from tiers.errors import TiersError, WarehouseBusyError
-from transforms import runner
+from ground.errors import TiersError, WarehouseBusyError
 
 DEFAULT_WAREHOUSE = Path("data/warehouse")
 # DuckDB spills to disk past this; the month-end run shares its machine with other jobs. 3 GB keeps the
@@ -85,7 +84,7 @@ class Warehouse:
                 folder.chmod(folder.stat().st_mode & ~0o007)
 
     def connect(self, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-        """A connection with the warehouse schema in place."""
+        """A connection to the warehouse database (its tables are the pipeline's: ``transforms.runner.connect``)."""
         self.prepare()
         try:
             con = duckdb.connect(str(self.database), read_only=read_only)
@@ -95,8 +94,6 @@ class Warehouse:
             raise TiersError(f"TIERS_DUCKDB_MEMORY_LIMIT={DEFAULT_MEMORY_LIMIT!r}: expected a size such as 4GB or 512MB")
         con.execute(f"SET memory_limit = '{DEFAULT_MEMORY_LIMIT}'")  # SET takes no parameters; checked above
         con.execute("SET temp_directory = $dir", {"dir": str(self.staging / "duckdb_spill")})
-        if not read_only:
-            runner.run(con, "warehouse_schema")
         return con
 
     @contextmanager

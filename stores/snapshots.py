@@ -31,10 +31,10 @@ import uuid
 from datetime import date, datetime, timezone
 from pathlib import Path
 
-from tiers.checksums import sha256_file
-from tiers.errors import StateError, TiersError
-from tiers.months import Month
-from tiers.warehouse import Warehouse
+from ground.checksums import sha256_file
+from ground.errors import StateError, TiersError
+from ground.months import Month
+from stores.warehouse import Warehouse
 
 SNAPSHOT_FILE = "data.parquet"
 # Beside the data: what went in, with which rules and code, and how long each stage took.

@@ -30,10 +30,10 @@ try:  # typer 0.2x carries its own copy of click, whose exceptions are not click
 except ImportError:  # pragma: no cover - a typer that uses click itself
     from click import exceptions as click_errors
 
-from tiers import progress
-from tiers.errors import TiersError
-from tiers.months import Month
-from tiers.warehouse import DEFAULT_WAREHOUSE, Warehouse, database_error, keep_private
+from ground import progress
+from ground.errors import TiersError
+from ground.months import Month
+from stores.warehouse import DEFAULT_WAREHOUSE, Warehouse, database_error, keep_private
 
 
 class _PlainUsageErrors(TyperGroup):
@@ -99,6 +99,14 @@ _DEBUG_LOGGING = {"PREFECT_LOGGING_LEVEL": "INFO", "PREFECT_LOGGING_ROOT_LEVEL":
 RULES_DIR_VARIABLE = "TIERS_RULES_DIR"
 
 
+# No telemetry, and a patient start-up for Prefect's temporary local server; a user's own settings win.
+_OFFLINE = {
+    "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+}
+
+
 @app.callback()
 def main(
     ctx: typer.Context,
@@ -121,8 +129,8 @@ def main(
     # own loggers, Prefect prints its services' warnings through the root logger and its temporary
     # server's through uvicorn's; on the command line the one plain error line is the output.
     levels = _DEBUG_LOGGING if debug else _QUIET_LOGGING
-    for setting, level in levels.items():
-        os.environ.setdefault(setting, level)
+    for setting, value in {**_OFFLINE, **levels}.items():
+        os.environ.setdefault(setting, value)
 
 
 class Stopped(KeyboardInterrupt):
@@ -274,7 +282,7 @@ def _check_known_program(program: Optional[str], warehouse: Path) -> None:
     whose rule file has gone still has its snapshots), so a typo is not reported as a missing snapshot."""
     if program is None:
         return
-    from tiers.snapshots import published_programs
+    from stores.snapshots import published_programs
 
     folder, known = _rules_programs()
     published = published_programs(Warehouse(Path(warehouse)))
@@ -483,7 +491,7 @@ def demo(
     _use_running_prefect_server()
     from data.generator import generate_landing
     from flows.runs import backfill as backfill_flow
-    from tiers.report import tier_counts
+    from interfaces.report import tier_counts
 
     first_month = last_month.plus(-(months - 1))
     # The first month-end's window reaches back this far, so the landing data starts there.
@@ -505,8 +513,8 @@ def _next_commands(warehouse: Path, program: str, month: Month) -> list[str]:
     typed, the options that differ from the defaults, and a customer whose tier changed that month."""
     import duckdb
 
-    from tiers.paths import duckdb_path
-    from tiers.snapshots import snapshot_path
+    from ground.paths import duckdb_path
+    from stores.snapshots import snapshot_path
 
     snapshot = snapshot_path(Warehouse(Path(warehouse)), program, month)
     [(customer,)] = duckdb.execute(
@@ -549,7 +557,7 @@ def explain(
     """Why this customer has this tier: figures, thresholds, floors, caps, buffer, next review."""
     import json
 
-    from tiers.explain import explain_customer, render_text
+    from interfaces.explain import explain_customer, render_text
 
     if output not in ("text", "json"):
         raise TiersError(f"--format {output}: expected text or json")
@@ -572,7 +580,7 @@ def report(
     """A self-contained HTML report (charts, no server, no network) under <warehouse>/reports/."""
     when = _month("--month", month)
     _check_known_program(program, warehouse)
-    from tiers.html_report import build_report  # plotly: after the checks
+    from interfaces.html_report import build_report  # plotly: after the checks
 
     for path in build_report(warehouse, when, program):
         out.print(f"report: {path}", markup=False, highlight=False)
@@ -590,7 +598,7 @@ def whatif(
 ):
     """Evaluate a changed program over past months in a scratch area and show who would move, and why."""
     from rules.loader import load_program
-    from tiers import snapshots
+    from stores import snapshots
 
     if rules.is_dir():
         raise TiersError(f"--rules {rules}: a folder; give the one changed rule file")
@@ -617,7 +625,7 @@ def sql(
 ):
     """Query the published Parquet, read-only: views `snapshots`, one per program, `quarantine`, `runs`."""
     _rules_folder()  # a view per program of the rules folder
-    from tiers.sql_shell import open_shell, run_query
+    from interfaces.sql_shell import open_shell, run_query
 
     if query is None:
         if open_shell(warehouse):

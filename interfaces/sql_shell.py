@@ -25,10 +25,10 @@ from typing import Iterator
 import duckdb
 
 from rules.loader import program_files
-from tiers.errors import TiersError
-from tiers.paths import duckdb_path
-from tiers.snapshots import published_programs
-from tiers.warehouse import Warehouse
+from ground.errors import TiersError
+from ground.paths import duckdb_path
+from stores.snapshots import published_programs
+from stores.warehouse import Warehouse
 from transforms.runner import literal
 
 _SNAPSHOT_COLUMNS = (
