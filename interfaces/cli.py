@@ -669,14 +669,17 @@ def equity(
         _use_running_prefect_server()
         compared = model.whatif_equity(store, trial, current, when, equity_settings, settings_file, months_back,
                                        input_dir, max_bad_rows)
-        out.print(model.comparison_table(compared["published"], compared["whatif"], compared["rows"],
-                                         str(whatif_rules), compared["scratch"]))
+        out.print(model.comparison_table(compared["published"], compared["whatif"], compared["rows"], str(whatif_rules)))
+        for note in model.comparison_notes(compared["published"], compared["whatif"], compared["scratch"]):
+            out.print(note, markup=False, highlight=False, soft_wrap=True)
         return
     for current in loaded:
         result = model.compute(store, current, when, equity_settings, settings_file, months_back)
         model.publish(store, result)
-        for table in model.summary_tables(result, store.root / "equity"):
+        for table in model.summary_tables(result):
             out.print(table)
+        for note in model.summary_notes(result, store.root / "equity"):
+            out.print(note, markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -710,6 +713,22 @@ def rules_check(files: Annotated[Optional[list[Path]], typer.Argument(
     for program in loaded:
         # soft_wrap: one line per file however long the path, as the error line is.
         out.print(f"{program.path}: {program.name} ok ({program.version})", markup=False, highlight=False, soft_wrap=True)
+    if not files:
+        _check_equity_settings(loaded)
+
+
+def _check_equity_settings(loaded: list) -> None:
+    """The rules folder's equity settings (not a program), checked against its programs' figures."""
+    from rules.equity import figure_rates, load_equity_settings
+    from rules.loader import EQUITY_SETTINGS_FILE
+
+    path = _rules_folder() / EQUITY_SETTINGS_FILE.name
+    if not path.is_file():
+        return
+    settings, _ = load_equity_settings(path)
+    for program in loaded:
+        figure_rates(settings, path, program)
+    out.print(f"{path}: equity settings ok (not a program)", markup=False, highlight=False, soft_wrap=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

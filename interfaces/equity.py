@@ -241,38 +241,41 @@ def _money(value: float | None) -> str:
     return "-" if value is None else f"{value:,.0f}"
 
 
-def summary_tables(equity: Equity, folder: Path | None = None) -> list[Table]:
-    """Equity by tier (with the totals and what the numbers leave out) and the migration matrix."""
+def summary_notes(equity: Equity, folder: Path | None = None) -> list[str]:
+    """The totals, and what the numbers leave out: lines printed after the tables, unwrapped."""
     first, last = equity.pairs[0], equity.pairs[-1].plus(1)
+    notes = [
+        f"value equity {_money(equity.value_equity)} CNY (each customer staying as they are)",
+        f"retention equity {_money(equity.retention_equity)} CNY (what tier moves and departures add or take away)",
+        f"customer equity {_money(equity.customer_equity)} CNY = value + retention; {BRAND_EQUITY_NOTE}",
+        f"moves counted over {len(equity.pairs)} month pair{'s' if len(equity.pairs) != 1 else ''} "
+        f"({first}..{last}); d = {equity.discount_rate:.2%} a year, H = {equity.horizon_months} months; "
+        "an estimate in floating point, not a tier decision",
+    ]
+    if equity.figures_without_rate:
+        notes.append(f"no rate, counted as 0: {', '.join(equity.figures_without_rate)} ({equity.settings_file})")
+    if folder is not None:
+        notes.append(f"Parquet: {folder} (tiers sql: equity_customers, equity_tiers, equity_migration, equity_summary)")
+    return notes
+
+
+def summary_tables(equity: Equity) -> list[Table]:
+    """Equity by tier and the migration matrix."""
     table = Table(title=escape(f"{equity.program}: customer equity at {equity.month.last_day} (CNY)"),
-                  title_justify="left", caption_justify="left")
+                  title_justify="left")
     for column in ("tier", "customers", "margin / month", "CLV / customer", "equity", "share"):
         table.add_column(column, justify="left" if column == "tier" else "right")
     for row in equity.by_tier:
         share = "-" if row["share"] is None else f"{row['share']:.1%}"
         table.add_row(escape(f"{row['tier']} {row['tier_name']}"), f"{row['customers']:,}", f"{row['mean_margin']:,.2f}",
                       _money(row["clv"]), _money(row["equity"]), share)
-    notes = [
-        f"value equity {_money(equity.value_equity)} (each customer staying as they are)",
-        f"retention equity {_money(equity.retention_equity)} (what tier moves and departures add or take away)",
-        f"customer equity {_money(equity.customer_equity)} = value + retention; {BRAND_EQUITY_NOTE}",
-        f"moves counted over {len(equity.pairs)} month pair{'s' if len(equity.pairs) != 1 else ''} "
-        f"({first}..{last}); d = {equity.discount_rate:.2%} a year, H = {equity.horizon_months} months",
-        "an estimate in floating point, not a tier decision",
-    ]
-    if equity.figures_without_rate:
-        notes.append(f"no rate, counted as 0: {', '.join(equity.figures_without_rate)} ({equity.settings_file})")
-    if folder is not None:
-        notes.append(f"Parquet: {folder}")
-    table.caption = escape("\n".join(notes))
     matrix = Table(title=escape(f"{equity.program}: monthly tier migration P (row: tier at t, column: at t+1)"),
                    title_justify="left")
     matrix.add_column("from \\ to")
     for tier, name in equity.states:
         matrix.add_column(escape(name if tier is None else f"{tier}"), justify="right")
     for i, (tier, name) in enumerate(equity.states[:-1]):
-        matrix.add_row(escape(f"{tier} {name}"),
-                       *(f"{p:.1%}" if p else "." for p in equity.matrix[i]))
+        matrix.add_row(escape(f"{tier} {name}"), *(f"{p:.1%}" if p else "." for p in equity.matrix[i]))
     return [table, matrix]
 
 
@@ -293,23 +296,27 @@ def compare(published: Equity, whatif: Equity) -> list[dict]:
     return rows
 
 
-def comparison_table(published: Equity, whatif: Equity, rows: list[dict], rules_file: str, scratch: str) -> Table:
+def comparison_table(published: Equity, whatif: Equity, rows: list[dict], rules_file: str) -> Table:
     table = Table(title=escape(f"What if {published.program} used {rules_file}: customer equity at "
-                               f"{published.month.last_day} (CNY)"), title_justify="left", caption_justify="left")
+                               f"{published.month.last_day} (CNY)"), title_justify="left")
     for column in ("tier", "customers", "what-if", "equity", "what-if", "change"):
         table.add_column(column, justify="left" if column == "tier" else "right")
     for row in rows:
         table.add_row(escape(f"{row['tier']} {row['tier_name']}"), f"{row['customers_published']:,}",
                       f"{row['customers_whatif']:,}", _money(row["equity_published"]), _money(row["equity_whatif"]),
                       f"{row['change']:+,.0f}")
+    return table
+
+
+def comparison_notes(published: Equity, whatif: Equity, scratch: str) -> list[str]:
     change = whatif.customer_equity - published.customer_equity
-    table.caption = escape("\n".join([
-        f"customer equity {_money(published.customer_equity)} -> {_money(whatif.customer_equity)} ({change:+,.0f})",
+    return [
+        f"customer equity {_money(published.customer_equity)} -> {_money(whatif.customer_equity)} CNY ({change:+,.0f})",
         f"value equity {_money(published.value_equity)} -> {_money(whatif.value_equity)}; retention equity "
         f"{_money(published.retention_equity)} -> {_money(whatif.retention_equity)}",
-        f"{BRAND_EQUITY_NOTE}; what-if output: {scratch}",
-    ]))
-    return table
+        f"{BRAND_EQUITY_NOTE}; an estimate, not a tier decision",
+        f"what-if evaluation and its equity: {scratch}",
+    ]
 
 
 def whatif_equity(warehouse: Warehouse, trial: LoadedProgram, current: LoadedProgram, month: Month,
