@@ -269,13 +269,16 @@ def summary_tables(equity: Equity) -> list[Table]:
         share = "-" if row["share"] is None else f"{row['share']:.1%}"
         table.add_row(escape(f"{row['tier']} {row['tier_name']}"), f"{row['customers']:,}", f"{row['mean_margin']:,.2f}",
                       _money(row["clv"]), _money(row["equity"]), share)
+    # Tier numbers as row and column labels keep the matrix within 80 columns; the caption names them.
+    tiers = equity.states[:-1]
     matrix = Table(title=escape(f"{equity.program}: monthly tier migration P (row: tier at t, column: at t+1)"),
-                   title_justify="left")
-    matrix.add_column("from \\ to")
+                   title_justify="left", caption_justify="left",
+                   caption=escape(", ".join(f"{tier} = {name}" for tier, name in tiers)))
+    matrix.add_column("from")
     for tier, name in equity.states:
         matrix.add_column(escape(name if tier is None else f"{tier}"), justify="right")
-    for i, (tier, name) in enumerate(equity.states[:-1]):
-        matrix.add_row(escape(f"{tier} {name}"), *(f"{p:.1%}" if p else "." for p in equity.matrix[i]))
+    for i, (tier, _) in enumerate(tiers):
+        matrix.add_row(str(tier), *(f"{p:.1%}" if p else "." for p in equity.matrix[i]))
     return [table, matrix]
 
 
