@@ -377,10 +377,11 @@ def _equity(data: dict, names: dict) -> dict:
     z = [[cell[(name, to)]["probability"] for _, to in states] for _, name in rows]
     fig = make_subplots(rows=1, cols=2, column_widths=[0.4, 0.6], horizontal_spacing=0.14,
                         subplot_titles=["equity (CNY)", "monthly migration P: row at t, column at t+1"])
-    fig.add_trace(go.Bar(x=[label[r["tier"]] for r in tiers], y=[r["equity"] for r in tiers],
-                         marker_color=[tier_colour(r["tier"]) for r in tiers], showlegend=False,
-                         text=[f"{r['equity']:,.0f}" for r in tiers], textposition="outside", cliponaxis=False,
-                         hovertemplate="%{x}: %{y:,.0f} CNY<extra></extra>"), row=1, col=1)
+    if any(r["equity"] for r in tiers):  # every figure without a rate: no bar to draw (the note says why)
+        fig.add_trace(go.Bar(x=[label[r["tier"]] for r in tiers], y=[r["equity"] for r in tiers],
+                             marker_color=[tier_colour(r["tier"]) for r in tiers], showlegend=False,
+                             text=[f"{r['equity']:,.0f}" for r in tiers], textposition="outside", cliponaxis=False,
+                             hovertemplate="%{x}: %{y:,.0f} CNY<extra></extra>"), row=1, col=1)
     fig.add_trace(go.Heatmap(z=z, x=state_names, y=[state_names[states.index(r)] for r in rows], zmin=0, zmax=1,
                              colorscale=[[0, "#f7fbff"], [1, "#08519c"]], showscale=False, xgap=2, ygap=2,
                              text=[[f"{p:.0%}" if p else "" for p in row] for row in z], texttemplate="%{text}",

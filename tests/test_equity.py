@@ -320,7 +320,13 @@ def test_report_has_equity_by_tier_and_the_matrix(published, tmp_path):
     assert [(r["tier"], r["customers"]) for r in data["equity"]["tiers"]] == [
         (r["tier"], r["customers"]) for r in equity.by_tier]
     section = re.search(r'<section id="equity">(.*?)</section>', html, re.S).group(1)
-    assert 'Plotly.newPlot(' in section and '"heatmap"' in section
+    # The chart's own data: the bars are each tier's equity, the heatmap's rows are P's tier rows.
+    call = re.search(r'Plotly\.newPlot\(\s*"chart-equity",\s*', section)
+    traces, _ = json.JSONDecoder().raw_decode(section, call.end())
+    bars, heatmap = traces
+    assert bars["y"] == pytest.approx([r["equity"] for r in equity.by_tier], rel=1e-12)
+    assert np.allclose(heatmap["z"], equity.matrix[:-1], rtol=0, atol=1e-12)
+    assert heatmap["x"][-1] == "left" and len(heatmap["y"]) == len(equity.states) - 1
     assert "brand equity is not measurable from ledgers" in section
     # A month without equity: a sentence, no chart.
     [earlier] = build_report(published, Month.parse("2025-05"), "icbc_star")
@@ -401,3 +407,27 @@ def test_cli_errors_are_one_plain_line(tiers_cli, tmp_path, settings_file):
         assert done.returncode == 1, (args, done.stdout, done.stderr)
         assert done.stderr.startswith("error: ") and message in done.stderr, (args, done.stderr)
         assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
+
+
+def test_rules_check_checks_the_settings_beside_the_programs(tiers_cli, tmp_path):
+    folder = tmp_path / "bank-rules"
+    folder.mkdir()
+    (folder / "icbc_star.yaml").write_bytes((SHIPPED_RULES_DIR / "icbc_star.yaml").read_bytes())
+    (folder / "equity.yaml").write_bytes((SHIPPED_RULES_DIR / "equity.yaml").read_bytes())
+    done = tiers_cli("--rules-dir", str(folder), "rules", "check", check=True)
+    assert done.stdout.count(" ok ") == 2 and "equity.yaml: equity settings ok (not a program)" in done.stdout
+    (folder / "equity.yaml").write_text("programs: {icbc_star: {margin_rates: {investment: 0.01}}}\n",
+                                        encoding="utf-8")
+    done = tiers_cli("--rules-dir", str(folder), "rules", "check")
+    assert done.returncode == 1
+    assert done.stderr == (f"error: {folder / 'equity.yaml'}: programs.icbc_star.margin_rates.investment: "
+                           "investment is a counted figure; give its rate under fee_rates (a counted figure)\n")
+
+
+def test_equity_does_not_import_prefect():
+    """Without --whatif, `tiers equity` is DuckDB and numpy only: no Prefect start-up to pay."""
+    import subprocess
+    import sys
+
+    code = "import sys, interfaces.equity, interfaces.html_report; assert 'prefect' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
