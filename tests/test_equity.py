@@ -19,7 +19,7 @@ import pytest
 from ground.errors import RuleError, TiersError
 from ground.months import Month
 from interfaces import equity as model
-from rules.equity import EquitySettings, load_equity_settings
+from rules.equity import load_equity_settings
 from rules.loader import RULES_DIR, SHIPPED_RULES_DIR, load_programs, program_files
 from stores import snapshots
 from stores.warehouse import Warehouse
