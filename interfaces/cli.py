@@ -618,6 +618,72 @@ def whatif(
 
 @app.command()
 @_plain_errors
+def equity(
+    month: Annotated[str, typer.Option("--month", help="The month-end, YYYY-MM.")],
+    program: Annotated[Optional[str], typer.Option("--program", help="Program; default: every published one.")] = None,
+    settings: Annotated[Optional[Path], typer.Option(
+        "--settings", help="Equity settings (rates, discount, horizon); default: equity.yaml beside the rules.")] = None,
+    warehouse: WarehouseDir = DEFAULT_WAREHOUSE,
+    months_back: Annotated[int, typer.Option(
+        "--months-back", min=1, max=120, help="Month pairs up to --month that tier moves are counted over.")] = 12,
+    whatif_rules: Annotated[Optional[Path], typer.Option(
+        "--whatif", help="A changed rule file: equity under it (evaluated in a scratch area) beside the published.")] = None,
+    input_dir: Annotated[Optional[Path], typer.Option("--input", help="The landing folder, with --whatif.")] = None,
+    max_bad_rows: MaxBadRows = 0,
+):
+    """Customer equity by tier from the published snapshots: lifetime values over the tier migration matrix."""
+    from rules.equity import load_equity_settings
+    from rules.loader import load_program, load_programs
+    from stores.snapshots import published_programs
+
+    when = _month("--month", month)
+    store = Warehouse(Path(warehouse))
+    if not store.snapshots.is_dir():
+        raise TiersError(f"--warehouse {warehouse}: no snapshots there (run tiers backfill first)")
+    if (whatif_rules is None) != (input_dir is None):
+        raise TiersError("--whatif RULES_FILE and --input DIR go together")
+    trial = None
+    if whatif_rules is not None:
+        if whatif_rules.is_dir():
+            raise TiersError(f"--whatif {whatif_rules}: a folder; give the one changed rule file")
+        trial = load_program(whatif_rules)  # says which key of the file is wrong
+        _folder("--input", input_dir, "the landing folder")
+        if program not in (None, trial.name):
+            raise TiersError(f"--program {program}: --whatif {whatif_rules} is a rule file of {trial.name}")
+        program = trial.name
+    _check_known_program(program, warehouse)
+    equity_settings, settings_file = load_equity_settings(settings)
+    names = [program] if program else published_programs(store, when)
+    if not names:
+        raise TiersError(f"no program has a snapshot for {when} in {store.snapshots}")
+    folder, known = _rules_programs()
+    for name in names:
+        if name not in known:
+            raise TiersError(f"{name}: no rule file in {folder}; equity reads it to tell balance figures from "
+                             "counted ones")
+    loaded = load_programs(names)
+    from interfaces import equity as model
+
+    if trial is not None:
+        [current] = loaded
+        _use_running_prefect_server()
+        compared = model.whatif_equity(store, trial, current, when, equity_settings, settings_file, months_back,
+                                       input_dir, max_bad_rows)
+        out.print(model.comparison_table(compared["published"], compared["whatif"], compared["rows"], str(whatif_rules)))
+        for note in model.comparison_notes(compared["published"], compared["whatif"], compared["scratch"]):
+            out.print(note, markup=False, highlight=False, soft_wrap=True)
+        return
+    for current in loaded:
+        result = model.compute(store, current, when, equity_settings, settings_file, months_back)
+        model.publish(store, result)
+        for table in model.summary_tables(result):
+            out.print(table)
+        for note in model.summary_notes(result, store.root / "equity"):
+            out.print(note, markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command()
+@_plain_errors
 def sql(
     query: Annotated[Optional[str], typer.Argument(help="A query; none reads statements from standard input.")] = None,
     warehouse: WarehouseDir = DEFAULT_WAREHOUSE,
@@ -647,6 +713,22 @@ def rules_check(files: Annotated[Optional[list[Path]], typer.Argument(
     for program in loaded:
         # soft_wrap: one line per file however long the path, as the error line is.
         out.print(f"{program.path}: {program.name} ok ({program.version})", markup=False, highlight=False, soft_wrap=True)
+    if not files:
+        _check_equity_settings(loaded)
+
+
+def _check_equity_settings(loaded: list) -> None:
+    """The rules folder's equity settings (not a program), checked against its programs' figures."""
+    from rules.equity import figure_rates, load_equity_settings
+    from rules.loader import EQUITY_SETTINGS_FILE
+
+    path = _rules_folder() / EQUITY_SETTINGS_FILE.name
+    if not path.is_file():
+        return
+    settings, _ = load_equity_settings(path)
+    for program in loaded:
+        figure_rates(settings, path, program)
+    out.print(f"{path}: equity settings ok (not a program)", markup=False, highlight=False, soft_wrap=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

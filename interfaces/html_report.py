@@ -30,6 +30,7 @@ from jinja2.utils import htmlsafe_json_dumps
 from ground.errors import TiersError
 from ground.months import Month
 from ground.paths import duckdb_path
+from interfaces.equity import report_data as equity_report_data
 from stores.snapshots import publish, published_months, published_programs, snapshot_path
 from stores.warehouse import Warehouse
 
@@ -144,13 +145,14 @@ def report_data(store: Warehouse, program: str, month: Month) -> dict:
             "LEFT JOIN names AS e ON e.tier = s.earned_tier "
             "ORDER BY s.tier DESC, s.failed_reviews DESC, s.customer_id LIMIT $n", n=AT_RISK_LISTED, **now),
         "points": points or None,  # None: the program scores no points
+        "equity": equity_report_data(store, program, month),  # None: tiers equity not run for this month
     }
 
 
 def render(data: dict) -> str:
     names = {t["tier"]: f"{t['tier']} {t['tier_name']}" for t in data["tiers"]}
     sections = [_distribution(data, names), _migration(data, names), _reasons(data), _at_risk(data, names),
-                _points(data, names)]
+                _points(data, names), _equity(data, names)]
     return _TEMPLATES.get_template("report.html.j2").render(
         data=data, sections=sections, plotly_js=PLOTLY_BUNDLE.read_text(encoding="utf-8"),
         report_data=htmlsafe_json_dumps(data, default=_text, ensure_ascii=False),
@@ -355,6 +357,53 @@ def _points(data: dict, names: dict) -> dict:
         note += " On a log scale, a whisker that runs off the left edge goes down to 0 points or below."
     return _section("points", title, fig, note=note,
                     tables=[_table(["tier", *columns], [[names[r["tier"]], *(r[c] for c in columns)] for r in stats])])
+
+
+def _equity(data: dict, names: dict) -> dict:
+    """Customer equity by tier and the tier migration matrix P, as `tiers equity` published them."""
+    title = f"Customer equity by tier, {data['month']}"
+    equity = data["equity"]
+    if equity is None:
+        return _section("equity", title, note=f"No customer equity is published for {data['program']} at "
+                        f"{data['month']}: run tiers equity --month {data['month']} --program {data['program']}, "
+                        "then this report again.")
+    tiers, summary = equity["tiers"], equity["summary"]
+    label = {**names, **{r["tier"]: f"{r['tier']} {r['tier_name']}" for r in tiers}}
+    states = [(r["from_tier"], r["from_state"]) for r in equity["migration"] if r["to_state"] == "left"]
+    state_names = [label.get(tier, name) if tier is not None else name for tier, name in states]
+    cell = {(r["from_state"], r["to_state"]): r for r in equity["migration"]}
+    # The left row (absorbing) says nothing: only the tiers' rows are drawn.
+    rows = [(tier, name) for tier, name in states if tier is not None]
+    z = [[cell[(name, to)]["probability"] for _, to in states] for _, name in rows]
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.4, 0.6], horizontal_spacing=0.14,
+                        subplot_titles=["equity (CNY)", "monthly migration P: row at t, column at t+1"])
+    if any(r["equity"] for r in tiers):  # every figure without a rate: no bar to draw (the note says why)
+        fig.add_trace(go.Bar(x=[label[r["tier"]] for r in tiers], y=[r["equity"] for r in tiers],
+                             marker_color=[tier_colour(r["tier"]) for r in tiers], showlegend=False,
+                             text=[f"{r['equity']:,.0f}" for r in tiers], textposition="outside", cliponaxis=False,
+                             hovertemplate="%{x}: %{y:,.0f} CNY<extra></extra>"), row=1, col=1)
+    fig.add_trace(go.Heatmap(z=z, x=state_names, y=[state_names[states.index(r)] for r in rows], zmin=0, zmax=1,
+                             colorscale=[[0, "#f7fbff"], [1, "#08519c"]], showscale=False, xgap=2, ygap=2,
+                             text=[[f"{p:.0%}" if p else "" for p in row] for row in z], texttemplate="%{text}",
+                             hovertemplate="%{y} → %{x}: %{z:.1%}<extra></extra>"), row=1, col=2)
+    fig.update_xaxes(type="category", row=1, col=1)
+    fig.update_yaxes(autorange="reversed", row=1, col=2)
+    fig.update_layout(height=max(320, 120 + 36 * len(rows)))
+    money = lambda value: f"{value:,.0f}"  # noqa: E731 - CNY, rounded for reading (the Parquet keeps the rest)
+    note = (f"Customer equity {money(summary['customer_equity'])} CNY = value equity {money(summary['value_equity'])} "
+            f"(each customer staying as they are) + retention equity {money(summary['retention_equity'])} (what tier "
+            f"moves and departures add or take away), over {summary['horizon_months']} months at "
+            f"{summary['discount_rate']:.2%} a year; moves counted over {summary['month_pairs']} month pairs. "
+            f"An estimate, not a tier decision; {summary['brand_equity_note']}.")
+    if summary["figures_without_rate"]:
+        note += f" No rate, counted as 0: {', '.join(summary['figures_without_rate'])}."
+    by_tier = _table(["tier", "customers", "margin / month", "CLV / customer", "equity", "share"],
+                     [[label[r["tier"]], r["customers"], round(r["mean_margin"], 2), round(r["clv"]), round(r["equity"]),
+                       "-" if r["share"] is None else f"{r['share']:.1%}"] for r in tiers])
+    matrix = _table(["from \\ to", *state_names],
+                    [[state_names[states.index(r)], *(f"{p:.1%}" for p in row)] for r, row in zip(rows, z)],
+                    caption="Monthly tier migration P (each row sums to 100%)")
+    return _section("equity", title, fig, note=note, tables=[by_tier, matrix])
 
 
 def _section(key: str, title: str, fig: go.Figure | None = None, note: str = "", tables: list | None = None) -> dict:

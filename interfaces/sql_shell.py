@@ -1,8 +1,9 @@
 """`tiers sql`: the warehouse's published Parquet as DuckDB views, read-only, for a query or a shell.
 
 Views: `snapshots` (every program, hive columns program and as_of), one per program (e.g. `icbc_star`),
-`quarantine` (every quarantined row), `runs` (the run log) and, once an `equity/` folder exists, one
-`equity_<name>` per dataset in it. With nothing published yet each view is still there, empty, with the
+`quarantine` (every quarantined row), `runs` (the run log), `equity_customers`, `equity_tiers`,
+`equity_migration` and `equity_summary` (`tiers equity`), and one `equity_<name>` per other dataset
+under `equity/`. With nothing published yet each view is still there, empty, with the
 schema of `EMPTY_SCHEMAS`.
 
 Locked down (data-contract.md section 3, "Who may write"): the views live in a throw-away DuckDB file in
@@ -53,7 +54,30 @@ EMPTY_SCHEMAS: dict[str, tuple[tuple[str, str], ...]] = {
         ("outcome", "VARCHAR"), ("message", "VARCHAR"), ("rows_read", "BIGINT"), ("rows_used", "BIGINT"),
         ("rows_quarantined", "BIGINT"),
     ),
+    # tiers equity (interfaces/equity.py): hive columns program and as_of after each dataset's own.
+    "equity_customers": (
+        ("customer_id", "VARCHAR"), ("tier", "INTEGER"), ("tier_name", "VARCHAR"), ("m", "DOUBLE"), ("clv", "DOUBLE"),
+        ("as_of", "DATE"), ("program", "VARCHAR"),
+    ),
+    "equity_tiers": (
+        ("tier", "INTEGER"), ("tier_name", "VARCHAR"), ("customers", "BIGINT"), ("mean_margin", "DOUBLE"),
+        ("clv", "DOUBLE"), ("equity", "DOUBLE"), ("value_equity", "DOUBLE"), ("retention_equity", "DOUBLE"),
+        ("share", "DOUBLE"), ("as_of", "DATE"), ("program", "VARCHAR"),
+    ),
+    "equity_migration": (
+        ("from_tier", "INTEGER"), ("from_state", "VARCHAR"), ("to_tier", "INTEGER"), ("to_state", "VARCHAR"),
+        ("customers", "BIGINT"), ("probability", "DOUBLE"), ("month_pairs", "INTEGER"), ("as_of", "DATE"),
+        ("program", "VARCHAR"),
+    ),
+    "equity_summary": (
+        ("customers", "BIGINT"), ("value_equity", "DOUBLE"), ("retention_equity", "DOUBLE"),
+        ("customer_equity", "DOUBLE"), ("brand_equity", "DOUBLE"), ("brand_equity_note", "VARCHAR"),
+        ("discount_rate", "DOUBLE"), ("horizon_months", "INTEGER"), ("month_pairs", "INTEGER"),
+        ("first_pair_from", "DATE"), ("figures_without_rate", "VARCHAR[]"), ("settings_file", "VARCHAR"),
+        ("rules_version", "VARCHAR"), ("as_of", "DATE"), ("program", "VARCHAR"),
+    ),
 }
+EQUITY_VIEWS = ("equity_customers", "equity_tiers", "equity_migration", "equity_summary")
 # What an analyst may run: queries (DESCRIBE, SUMMARIZE and SHOW parse as SELECT). Anything else (CREATE,
 # INSERT, SET, ATTACH, COPY, LOAD, PRAGMA, CALL, and EXPLAIN, whose ANALYZE runs the statement it explains)
 # is refused before DuckDB sees it. The filter is what stops a write into the output folders themselves:
@@ -115,14 +139,25 @@ def view_statements(warehouse_dir: Path) -> list[str]:
     statements.append("CREATE VIEW runs AS " + (
         _parquet(runs, "*.parquet", hive=False) if _has_files(runs, "*.parquet") else _empty("runs")))
     equity = folders["equity"]
+    viewed = set()
     if equity.is_dir():
-        # Not written yet by anything: one view per dataset, a Parquet file or a folder of them.
+        # One view per dataset, a Parquet file or a folder of them (`tiers equity` writes folders
+        # <dataset>/program=<P>/as_of=<date>/); equity/.staging holds files being written, never Parquet.
         for entry in sorted(equity.iterdir()):
+            if entry.name.startswith("."):
+                continue
             name = "equity_" + _IDENTIFIER.sub("_", entry.name.removesuffix(".parquet").lower())
             if entry.is_dir() and _has_files(entry, "**/*.parquet"):
                 statements.append(f"CREATE VIEW {_quoted(name)} AS " + _parquet(entry, "**/*.parquet", hive=True))
             elif entry.is_file() and entry.suffix == ".parquet":
                 statements.append(f"CREATE VIEW {_quoted(name)} AS SELECT * FROM read_parquet({literal(duckdb_path(entry))})")
+            else:
+                continue
+            viewed.add(name)
+    # `tiers equity`'s datasets have their view before its first run, like the snapshots'.
+    for name in EQUITY_VIEWS:
+        if name not in viewed:
+            statements.append(f"CREATE VIEW {_quoted(name)} AS {_empty(name)}")
     return statements
 
 

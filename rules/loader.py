@@ -18,6 +18,10 @@ from ground.errors import RuleError
 # so they stay with the code whichever rules folder is in force.
 SHIPPED_RULES_DIR = Path(__file__).resolve().parent
 VOCABULARIES_FILE = SHIPPED_RULES_DIR / "vocabularies.yaml"
+# The customer-equity settings (rules/equity.py) sit beside the programs, as a bank's folder may too.
+EQUITY_SETTINGS_FILE = SHIPPED_RULES_DIR / "equity.yaml"
+# The .yaml files of a rules folder that are not programs: program discovery skips them, here only.
+NOT_PROGRAMS = frozenset({VOCABULARIES_FILE.name, EQUITY_SETTINGS_FILE.name})
 # A bank's own rule folder. `tiers --rules-dir DIR` sets it for the process, so the run's tasks (same
 # process, or Dask workers it starts) read the same folder; a deployment or a remote worker sets it itself.
 RULES_DIR_VARIABLE = "TIERS_RULES_DIR"
@@ -215,6 +219,16 @@ def _first_validation_error(path: Path, error: ValidationError, raw: object) -> 
     return RuleError(f"{path}: {where}{message}{got_text}" + (f" (and {more} more problems)" if more else ""))
 
 
+def load_settings(path: Path, model: type[BaseModel]) -> BaseModel:
+    """A settings file read as strictly as a rule file (no repeated key, decimals as written) and
+    validated by ``model``; an error names the file and the key."""
+    raw = _read_yaml(path)
+    try:
+        return model.model_validate(raw)
+    except ValidationError as error:
+        raise _first_validation_error(path, error, raw) from None
+
+
 def load_vocabularies(path: Path = VOCABULARIES_FILE) -> Vocabularies:
     raw = _read_yaml(path)
     try:
@@ -266,7 +280,7 @@ def program_files(rules_dir: Path | None = None) -> list[Path]:
     if not folder.is_dir():
         raise RuleError(f"{folder}: no such rules folder")
     # Listed, not globbed: nothing about the folder's name (rules[1], 规则 *) is ever read as a pattern.
-    return sorted(p for p in folder.iterdir() if p.suffix == ".yaml" and p.name != VOCABULARIES_FILE.name)
+    return sorted(p for p in folder.iterdir() if p.suffix == ".yaml" and p.name not in NOT_PROGRAMS)
 
 
 def load_programs(names: list[str] | None = None, rules_dir: Path | None = None) -> list[LoadedProgram]:
