@@ -20,6 +20,7 @@ program-month with its own task runner would cost about a second of Prefect book
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import pickle
@@ -40,8 +41,9 @@ from prefect.cache_policies import NO_CACHE
 from prefect_dask import DaskTaskRunner
 
 from flows import tasks
-from ground.errors import StateError, TiersError
+from ground.errors import TiersError
 from ground.months import Month
+from rules.loader import LoadedProgram, Vocabularies
 from transforms.version import code_version
 from stores.warehouse import Warehouse
 from transforms import partitioned
@@ -317,21 +319,13 @@ def _memory_limit_bytes(coordinator_limit: int) -> int:
     return coordinator_limit
 
 
-@task(name="evaluate-bucket", task_run_name="evaluate-{program}-{month}-bucket-{bucket}", cache_policy=NO_CACHE,
+@task(name="evaluate-bucket", task_run_name="evaluate-{loaded.name}-{month}-bucket-{bucket}", cache_policy=NO_CACHE,
       persist_result=False, retries=2, retry_delay_seconds=2, retry_condition_fn=tasks._transient)
-def evaluate_bucket(run_dir: str, bucket: int, program: str, month: str, rules_version: str, memory_limit_bytes: int,
-                    rules_file: str | None = None) -> dict:
-    """One bucket of customers, on whichever worker runs it: the rule tables are rebuilt here from the
-    program (or rule file), which must be the very file the coordinator exported for."""
-    from rules import load_vocabularies
-
-    loaded = tasks.load_program_or_file(program, rules_file)
-    if loaded.version != rules_version:
-        raise StateError(
-            f"{program} {month}: the rule file {loaded.path} on this Dask worker is {loaded.version}, the "
-            f"coordinator's is {rules_version}; install the same rules on every worker"
-        )
-    return partitioned.evaluate_bucket(Path(run_dir), bucket, loaded, load_vocabularies(), Month.parse(month),
+def evaluate_bucket(run_dir: str, bucket: int, loaded: LoadedProgram, vocab: Vocabularies, month: str,
+                    memory_limit_bytes: int) -> dict:
+    """One bucket of customers, on whichever worker runs it. The program and vocabularies are the run's
+    own, pickled with the task: the rule tables are rebuilt here from them, never from a worker's files."""
+    return partitioned.evaluate_bucket(Path(run_dir), bucket, loaded, vocab, Month.parse(month),
                                        _memory_limit_bytes(memory_limit_bytes))
 
 
@@ -386,21 +380,21 @@ class Fanout:
                 client.cancel(pending)  # so that a worker joining later does not run them
                 raise error
 
-    def evaluate(self, warehouse_dir: str, program: str, month: str, run_id: str, rules_file: str | None = None):
+    def evaluate(self, run: tasks.RunContext, program: str, month: str, run_id: str):
         """Export the program-month in buckets, evaluate them on the workers, stage the whole in run ``run_id``."""
         # The workers see the staging folder at the same path, not this process's working directory.
-        warehouse_dir = str(Path(warehouse_dir).resolve())
+        run = dataclasses.replace(run, warehouse=Warehouse(run.warehouse.root.resolve()))
         partitions = self.partitions
         self._await_workers(f"{program} {month}: ")
         started = time.perf_counter()
-        exported = tasks.export_buckets(warehouse_dir, program, month, partitions, rules_file, run_id)
+        exported = tasks.export_buckets(run, program, month, partitions, run_id)
         seconds = {"export": time.perf_counter() - started}
         try:
             started = time.perf_counter()
             futures = self.runner.map(evaluate_bucket, {
-                "run_dir": unmapped(exported.run_dir), "bucket": range(partitions), "program": unmapped(program),
-                "month": unmapped(month), "rules_version": unmapped(exported.rules_version),
-                "memory_limit_bytes": unmapped(exported.memory_limit_bytes), "rules_file": unmapped(rules_file),
+                "run_dir": unmapped(exported.run_dir), "bucket": range(partitions),
+                "loaded": unmapped(run.programs.program(program)), "vocab": unmapped(run.vocab),
+                "month": unmapped(month), "memory_limit_bytes": unmapped(exported.memory_limit_bytes),
             })
             self._await_buckets(futures, f"{program} {month}")
             results = []
@@ -418,7 +412,6 @@ class Fanout:
             executor = {"name": "dask", "scheduler": self.cluster.address, "partitions": partitions,
                         "bucket_seconds": {stage: round(sum(r["seconds"].get(stage, 0) for r in results), 3)
                                            for stage in ("load", "figures", "decisions", "write")}}
-            return tasks.stage_buckets(warehouse_dir, program, month, exported, partitions, results, seconds,
-                                       executor, run_id, rules_file)
+            return tasks.stage_buckets(run, program, month, exported, partitions, results, seconds, executor, run_id)
         finally:
             shutil.rmtree(exported.run_dir, ignore_errors=True)

@@ -1,4 +1,5 @@
-"""The month-end run and the backfill: one body, two Prefect flows."""
+"""The month-end run and the backfill: two Prefect flows over one run body (``run_months``), which a
+what-if runs too, on its scratch warehouse (flows/whatif.py)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from prefect import flow
 from flows import tasks
 from flows.plan import plan_run
 from flows.schedule import scheduled_month
+from flows.tasks import Programs, RunContext
 from flows.waiting import wait_for_files
-from rules import load_programs
 from stores import run_log
 from stores import snapshots
 from ground.errors import BadRowsError, TiersError
@@ -37,27 +38,29 @@ def check_executor(executor: str, dask_address: str | None, partitions: int | No
 
 
 @contextmanager
-def _evaluator(executor: str, dask_address: str | None, partitions: int | None, warehouse: Warehouse,
-               warehouse_dir: str) -> Iterator[Callable[[str, str, str], object]]:
+def _evaluator(executor: str, dask_address: str | None, partitions: int | None,
+               warehouse: Warehouse) -> Iterator[Callable[[RunContext, str, str, str], object]]:
     """How each (program, month) is evaluated: by a task in this process, or in buckets on a Dask cluster
     (started or reached, and checked, before anything is ingested; closed when the run ends)."""
     if executor == "local":
-        yield lambda program, month, run_id: tasks.evaluate(warehouse_dir, program, month, run_id=run_id)
+        yield tasks.evaluate
         return
     from flows import fanout  # Dask is imported only when it is used
 
     with fanout.dask_cluster(dask_address, warehouse, partitions) as fan:
-        yield lambda program, month, run_id: fan.evaluate(warehouse_dir, program, month, run_id)
+        yield fan.evaluate
 
 
-def _run(input_dir: str, first: str, last: str, warehouse_dir: str, programs: list[str] | None,
-         max_bad_rows: int, wait_seconds: float, executor: str = "local", dask_address: str | None = None,
-         partitions: int | None = None, require_control: bool = False, command: str = "run") -> dict:
+def run_months(input_dir: str, first: str, last: str, warehouse: Warehouse, programs: Callable[[], Programs],
+               max_bad_rows: int, wait_seconds: float = 0, executor: str = "local", dask_address: str | None = None,
+               partitions: int | None = None, require_control: bool = False, command: str = "run") -> dict:
+    """The run body: evaluate first..last (and the cascade after) into ``warehouse``, holding its writer
+    lock, and publish every month at once; recorded in its run log, failed or not. ``programs`` loads the
+    run's program set once, under the lock (a broken rule file is a failed run in the log)."""
     input_path = Path(input_dir)
     if not input_path.is_dir():
         raise TiersError(f"{input_dir}: the landing folder does not exist")
     check_executor(executor, dask_address, partitions)
-    warehouse = Warehouse(Path(warehouse_dir))
     first_month, last_month = Month.parse(first), Month.parse(last)
     if last_month < first_month:
         raise TiersError(f"--to {last} is before --from {first}")
@@ -79,17 +82,18 @@ def _run(input_dir: str, first: str, last: str, warehouse_dir: str, programs: li
 
 
 def _locked_run(input_path: Path, warehouse: Warehouse, first_month: Month, last_month: Month,
-                programs: list[str] | None, max_bad_rows: int, executor: str, dask_address: str | None,
+                programs: Callable[[], Programs], max_bad_rows: int, executor: str, dask_address: str | None,
                 partitions: int | None, require_control: bool, record: run_log.RunRecord) -> dict:
     """The run, holding the writer lock: evaluate into this run's staging, then publish every month at once."""
-    input_dir, warehouse_dir, run_id = str(input_path), str(warehouse.root), record.run_id
+    run_id = record.run_id
     progress = current()
     finished = snapshots.recover(warehouse)
     if finished:
         progress.note(f"finished publishing run {finished}, which had stopped part-way through its months")
-    loaded = load_programs(programs)
-    plan = plan_run(input_path, warehouse, loaded, first_month, last_month, programs_named=bool(programs),
-                    unfinished=snapshots.unfinished_cascades(warehouse))
+    loaded = programs()
+    run = tasks.run_context(warehouse, loaded, input_path, require_control)
+    plan = plan_run(input_path, warehouse, list(loaded.evaluated), first_month, last_month,
+                    programs_named=loaded.named, unfinished=snapshots.unfinished_cascades(warehouse))
     record.months = sorted({str(month) for month, _ in plan.evaluations})
     record.programs = sorted({program for _, program in plan.evaluations})
     for note in plan.skipped + plan.resumed:
@@ -98,16 +102,13 @@ def _locked_run(input_path: Path, warehouse: Warehouse, first_month: Month, last
         raise TiersError("no program can be evaluated: " + "; ".join(plan.skipped))
     # Before any data is replaced: should this run stop, the next one re-evaluates these months too.
     snapshots.record_cascade(warehouse, run_id, plan.firsts)
-    with _evaluator(executor, dask_address, partitions, warehouse, warehouse_dir) as evaluate:
+    with _evaluator(executor, dask_address, partitions, warehouse) as evaluate:
         progress.stage("ingest", 1 + len(plan.ingest))
         progress.stage("evaluate", len(plan.evaluations))
-        ingested = tasks.ingest_reference(input_dir, warehouse_dir,
-                                          months_ahead=[(dataset, str(month)) for dataset, month, _ in plan.ingest],
-                                          require_control=require_control)
+        ingested = tasks.ingest_reference(run, [(dataset, str(month)) for dataset, month, _ in plan.ingest])
         progress.advance("ingest", "reference files")
         for dataset, month, needed_by in plan.ingest:
-            ingested.append(tasks.ingest_month(input_dir, warehouse_dir, dataset, str(month), needed_by,
-                                               require_control=require_control))
+            ingested.append(tasks.ingest_month(run, dataset, str(month), needed_by))
             progress.advance("ingest", f"{dataset}/{month}")
         files = [f for result in ingested for f in result.files]
         record.rows_read = sum(f.rows_read for f in files)
@@ -121,7 +122,7 @@ def _locked_run(input_path: Path, warehouse: Warehouse, first_month: Month, last
         # One month after another (each reads the snapshot of the one before, as this run staged it); with
         # Dask, each program-month's customers fan out in buckets.
         for month, program in plan.evaluations:
-            evaluated.append(evaluate(program, str(month), run_id))
+            evaluated.append(evaluate(run, program, str(month), run_id))
             progress.advance("evaluate", f"{program} {month}")
     snapshots.note_in_manifests(warehouse, run_id, {"skipped_programs": plan.skipped})
     snapshots.commit_run(warehouse, run_id, plan.firsts)
@@ -145,8 +146,9 @@ def month_end(input_dir: str, month: str | None = None, warehouse_dir: str = "da
     month = month or str(scheduled_month())
     if deadline is not None:  # before the writer lock: waiting must not hold up other runs
         wait_for_files(input_dir, month, programs, require_control, poll_seconds, deadline)
-    return _run(input_dir, month, month, warehouse_dir, programs, max_bad_rows, wait_seconds,
-                executor, dask_address, partitions, require_control)
+    return run_months(input_dir, month, month, Warehouse(Path(warehouse_dir)),
+                      lambda: tasks.rules_dir_programs(programs), max_bad_rows, wait_seconds, executor, dask_address,
+                      partitions, require_control)
 
 
 @flow(name="tiers-backfill", log_prints=True, persist_result=False)
@@ -155,5 +157,6 @@ def backfill(input_dir: str, first: str, last: str, warehouse_dir: str = "data/w
              executor: str = "local", dask_address: str | None = None, partitions: int | None = None,
              require_control: bool = False) -> dict:
     """Evaluate every month from ``first`` to ``last`` in order, carrying state month to month."""
-    return _run(input_dir, first, last, warehouse_dir, programs, max_bad_rows, wait_seconds,
-                executor, dask_address, partitions, require_control, command="backfill")
+    return run_months(input_dir, first, last, Warehouse(Path(warehouse_dir)),
+                      lambda: tasks.rules_dir_programs(programs), max_bad_rows, wait_seconds, executor, dask_address,
+                      partitions, require_control, command="backfill")

@@ -6,7 +6,8 @@ warehouse and compare its tiers, customer by customer, with the published snapsh
 
 The published warehouse is only read: its snapshot folders are listed and its snapshot files read
 (never its DuckDB file, nor its writer lock), so a what-if can run beside the month-end run; it writes
-under <warehouse>/scratch/ only (data-contract.md section 3).
+under <warehouse>/scratch/ only (data-contract.md section 3). The scratch warehouse is evaluated by the
+run's own body (flows/runs.py, ``run_months``), with the copied rule file as its one program.
 """
 
 from __future__ import annotations
@@ -22,14 +23,14 @@ from rich.table import Table
 
 from flows import tasks
 from flows.plan import plan_run
+from flows.runs import run_months
 from rules.loader import load_program
 from stores import snapshots
-from ground.errors import BadRowsError, TiersError
+from ground.errors import TiersError
 from ground.months import Month, month_range
 from ground.paths import duckdb_path
 from stores.warehouse import Warehouse
 from transforms import runner
-from transforms.quarantine import bad_rows_message
 
 SCRATCH_RULES = "rules.yaml"
 
@@ -73,7 +74,7 @@ def compare(scratch: Warehouse, published: Warehouse, program: str, months: list
     }
 
 
-# -- tasks of its own (the ingest and evaluate tasks are the run's, given the scratch rule file) ------
+# -- tasks of its own (the rest is the run's body, on the scratch warehouse) --------------------------
 
 @task(name="whatif-scratch", cache_policy=NO_CACHE)
 def start_scratch(scratch_dir: str, warehouse_dir: str, rules_file: str, program: str, first: str) -> str | None:
@@ -86,7 +87,7 @@ def start_scratch(scratch_dir: str, warehouse_dir: str, rules_file: str, program
         raise TiersError(f"{scratch.root}: cannot create the what-if's scratch folder ({error.strerror}); "
                          "it needs a writable <warehouse>/scratch") from None
     scratch.prepare()
-    # A copy, so every task evaluates the same bytes even if the file is edited meanwhile.
+    # A copy, which the run loads and its manifests name: explain reads the very file that was tried.
     shutil.copyfile(rules_file, scratch.root / SCRATCH_RULES)
     before = Month.parse(first).plus(-1)
     if before not in snapshots.published_months(published, program):
@@ -131,18 +132,13 @@ def whatif(rules_file: str, input_dir: str, first: str, last: str, warehouse_dir
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
     scratch = Warehouse(published.root / "scratch" / f"whatif-{stamp}")
     scratch_dir = str(scratch.root)
-    # Planned while the scratch folder does not exist yet: a missing landing file leaves nothing behind.
-    plan = plan_run(Path(input_dir), scratch, [loaded], first_month, last_month, programs_named=True)
+    # Planned while the scratch folder does not exist yet, so a missing landing file leaves nothing behind;
+    # the run body plans again, on the seeded scratch warehouse (the same months).
+    plan_run(Path(input_dir), scratch, [loaded], first_month, last_month, programs_named=True)
     seeded_from = start_scratch(scratch_dir, warehouse_dir, rules_file, loaded.name, str(first_month))
-    # Only the changed program shapes the scratch transaction sums.
-    trial = str(scratch.root / SCRATCH_RULES)
-    ingested = tasks.ingest_reference(input_dir, scratch_dir, trial)
-    for dataset, month, needed_by in plan.ingest:
-        ingested.append(tasks.ingest_month(input_dir, scratch_dir, dataset, str(month), needed_by, trial))
-    if sum(result.rows_quarantined for result in ingested) > max_bad_rows:
-        raise BadRowsError(bad_rows_message(ingested, max_bad_rows, scratch.quarantine))
-    for month in months:
-        tasks.evaluate(scratch_dir, loaded.name, str(month), trial)
+    trial = scratch.root / SCRATCH_RULES
+    run_months(input_dir, first, last, scratch, lambda: tasks.trial_programs(load_program(trial)), max_bad_rows,
+               command="whatif")
     moved = compare_months(scratch_dir, warehouse_dir, loaded.name, [str(m) for m in compared])
     return {
         "program": loaded.name,

@@ -3,6 +3,9 @@
 Everything is read back from what the run published, never recomputed from raw data: the snapshot row
 (figures ``fig_*``, points ``pts_*``, computed / floor / capped and the state-machine columns), the
 manifest beside it (which rule file) and the rule file itself (bands, rates, floors, caps, calendar).
+The state machine's terms (the earned tier, when a tier falls) are rules/states.py's macros, evaluated
+on the row's own columns; whether a band's condition holds uses the rules' one comparison
+(rules/compile.py, ``meets``).
 Never the warehouse's DuckDB file: a reader must not block or break a writing run (data-contract.md
 section 3), so the floor and the cap are the snapshot's ``floor_tier`` and ``capped``, and the rule
 file says which products give that floor and which credit events cap. The snapshot is the authority:
@@ -18,6 +21,8 @@ from pathlib import Path
 
 import duckdb
 
+from rules import states
+from rules.compile import meets
 from rules.loader import LoadedProgram, default_rules_dir, load_program
 from rules.schema import BalanceFigure, Condition, Program, TierBand
 from stores import snapshots
@@ -48,33 +53,24 @@ def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
-def _holds(op: str, value: Decimal | None, bound: Decimal) -> bool | None:
-    """Whether the exact value meets the bound, knowing only its cut: the exact value lies in
-    [value, value + 0.01). None when that interval straddles the bound (the cut cannot tell)."""
-    if value is None:
-        return None
+def _outcomes(value: Decimal, bound: Decimal) -> set[int]:
+    """What comparing the exact value with ``bound`` may give (-1 below, 0 equal, 1 above), knowing only
+    its cut: the exact value lies in [value, value + 0.01)."""
     low, high = value, value + CENT
-    if op == ">=":
-        return True if low >= bound else False if high <= bound else None
-    if op == ">":
-        return True if low > bound else False if high <= bound else None
-    if op == "<=":
-        return True if high <= bound else False if low > bound else None
-    return True if high <= bound else False if low >= bound else None
+    return {outcome for outcome, possible in ((-1, low < bound), (0, low <= bound < high), (1, high > bound))
+            if possible}
 
 
 # -- reading what the run published ----------------------------------------------------------------
 
-def _snapshot_row(path: Path, customer_id: str) -> dict | None:
-    con = duckdb.connect()
-    try:
-        # duckdb_path: DuckDB globs the path even as a parameter; a warehouse wh[1] must not read wh1.
-        cursor = con.execute("SELECT * FROM read_parquet($path) WHERE customer_id = $id",
-                             {"path": duckdb_path(path), "id": customer_id})
-        row = cursor.fetchone()
-        return None if row is None else dict(zip([d[0] for d in cursor.description], row))
-    finally:
-        con.close()
+def _snapshot_row(con: duckdb.DuckDBPyConnection, path: Path, customer_id: str) -> dict | None:
+    """The customer's row, with the tier it earned (``earned_tier``, rules/states.py) read off its columns."""
+    # duckdb_path: DuckDB globs the path even as a parameter; a warehouse wh[1] must not read wh1.
+    cursor = con.execute("SELECT *, earned_tier(computed_tier, floor_tier) AS earned_tier "
+                         "FROM read_parquet($path) WHERE customer_id = $id",
+                         {"path": duckdb_path(path), "id": customer_id})
+    row = cursor.fetchone()
+    return None if row is None else dict(zip([d[0] for d in cursor.description], row))
 
 
 def _rule_file(warehouse: Warehouse, program: str, month: Month) -> tuple[LoadedProgram, dict]:
@@ -142,7 +138,8 @@ def _condition(row: dict, condition: Condition) -> dict:
     op, bound = condition.operator
     value = _measure(row, condition.measure)
     entry = {"measure": condition.measure, "operator": op, "threshold": str(bound),
-             "value": None if value is None else str(value), "met": _holds(op, value, bound)}
+             "value": None if value is None else str(value),
+             "met": None if value is None else meets(op, _outcomes(value, bound))}
     if value is not None and op in (">=", ">"):
         entry["short"] = str(max(bound - value, Decimal(0)))
     return entry
@@ -253,12 +250,13 @@ def _cap(rules: Program, row: dict, warnings: list[str]) -> dict:
     return {"capped": row["capped"], "cap_tier": rules.caps.tier if rules.caps else None, "events": events}
 
 
-def _buffer_clause(tier: str, failed: int, since: date | None, k: int, next_review: date) -> str:
-    """Where a held tier stands in its buffer; ``failed`` already counts this month's review if any."""
+def _buffer_clause(tier: str, failed: int, since: date | None, k: int, falls: bool, next_review: date) -> str:
+    """Where a held tier stands in its buffer; ``failed`` already counts this month's review if any, and
+    ``falls`` says whether the next failed review is the one it falls at."""
     so_far = (f"the {next_review} review would be its first failed one" if failed == 0
               else f"{_plural(failed, 'failed review')} since {since}")
     text = f"{so_far}, and a {tier} falls after {_plural(k, 'failed review')}"
-    if failed + 1 >= k:
+    if falls:
         return f"{text}, so it falls at the {next_review} review unless it earns {tier} again"
     return text if failed == 0 else f"{text}; next review {next_review}"
 
@@ -267,9 +265,8 @@ def _decision(e: dict) -> str:
     """One sentence per reason (programs.md section 3)."""
     tier, prev, reason = e["tier_name"], e["previous_tier_name"], e["reason"]
     as_of, next_review = e["as_of"], e["next_review"]
-    floor = e["floor"]
-    if floor["tier"] is not None and floor["tier"] > e["computed_tier"]:
-        held = floor["products"]
+    if e["earned_tier"] > e["computed_tier"]:  # only a floor lifts the earned tier above the figures'
+        held = e["floor"]["products"]
         source = f"the {held[0]} floor" if len(held) == 1 else (
             f"a {_either(held)} floor" if held else "a held-product floor")
         earned = (f"earned {e['earned_tier_name']} through {source} "
@@ -277,7 +274,7 @@ def _decision(e: dict) -> str:
     else:
         earned = f"earned {e['earned_tier_name']} ({e['figures_summary']})"
     buffer = _buffer_clause(prev or tier, e["failed_reviews"], e["buffer_since"], e["falls_after_failed_reviews"],
-                            next_review)
+                            e["falls_at_next_failed_review"], next_review)
     if reason == "initial":
         return f"First evaluation at {tier}: {earned}."
     if reason == "upgrade":
@@ -313,7 +310,14 @@ def _json_ready(value):
 
 
 def _explain(warehouse: Warehouse, program: str, month: Month, customer_id: str) -> dict:
-    row = _snapshot_row(snapshots.snapshot_path(warehouse, program, month), customer_id)
+    with duckdb.connect() as con:
+        states.define(con)
+        return _explain_on(con, warehouse, program, month, customer_id)
+
+
+def _explain_on(con: duckdb.DuckDBPyConnection, warehouse: Warehouse, program: str, month: Month,
+                customer_id: str) -> dict:
+    row = _snapshot_row(con, snapshots.snapshot_path(warehouse, program, month), customer_id)
     if row is None:
         raise TiersError(f"customer {customer_id!r} is not in the {program} snapshot for {month} in {warehouse.root}")
     loaded, manifest = _rule_file(warehouse, program, month)
@@ -333,9 +337,10 @@ def _explain(warehouse: Warehouse, program: str, month: Month, customer_id: str)
     # cent or two less than the total: say so rather than let a reader think one of them is wrong.
     parts = [Decimal(f["points"]) for f in figures if f.get("points") is not None]
     next_up = _next_band_up(bands, row["computed_tier"])
-    earned = max(row["computed_tier"], row["floor_tier"] or 0)
+    earned = row["earned_tier"]
     # The buffer that matters is the tier in force's, except for a downgrade: then it is the one that fell.
     buffered = row["previous_tier"] if row["reason"] == "downgrade" else row["tier"]
+    falls_after = rules.calendar.failed_reviews_before_fall(buffered)
     explanation = {
         "program": program,
         "as_of": as_of,
@@ -362,7 +367,8 @@ def _explain(warehouse: Warehouse, program: str, month: Month, customer_id: str)
         "reason": row["reason"],
         "failed_reviews": row["failed_reviews"],
         "buffer_since": row["buffer_since"],
-        "falls_after_failed_reviews": rules.calendar.failed_reviews_before_fall(buffered),
+        "falls_after_failed_reviews": falls_after,
+        "falls_at_next_failed_review": states.falls_at_review(con, row["failed_reviews"], falls_after),
         "review_month": rules.calendar.is_review_month(month.month),
         "at_risk": row["at_risk"],
         "next_review": row["next_review"],

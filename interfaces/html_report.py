@@ -28,15 +28,16 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from jinja2.utils import htmlsafe_json_dumps
 
 from ground.errors import TiersError
+from rules import states
+from rules.states import REASONS
 from ground.months import Month
 from ground.paths import duckdb_path
 from interfaces.equity import report_data as equity_report_data
 from stores.snapshots import publish, published_months, published_programs, snapshot_path
 from stores.warehouse import Warehouse
 
-# The contract's reasons, in the order a customer meets them; all are shown, so a 0 reads as "none".
-REASONS = ["initial", "upgrade", "meets", "held_until_review", "buffer", "downgrade", "credit_cap"]
-# The tier against last month's, with a fixed colour each so the meaning survives any palette change.
+# The tier against last month's (tier_move below), with a fixed colour each so the meaning survives any
+# palette change. Every reason of REASONS is shown, so a 0 reads as "none".
 DIRECTIONS = {"up": ("upgraded", "#2ca02c"), "down": ("downgraded", "#d62728"),
               "same": ("unchanged", "#9da5ae"), "new": ("first rated", "#1f77b4")}
 # A tier's colour, by the tier's number in its rule file (the snapshot's `tier`), so that a tier keeps its
@@ -52,6 +53,12 @@ DWARF = 10
 _LOG_TICKS = {"dtick": "D2"}  # a log axis labels 1, 2 and 5 of each power of ten, not every digit
 AT_RISK_LISTED = 50
 _CONFIG = {"displaylogo": False, "responsive": True}
+# A customer's tier against last month's: joined or left (no tier on one side) is "new".
+_TIER_MOVE = """
+CREATE TEMP MACRO tier_move(from_tier, to_tier) AS CASE
+    WHEN from_tier IS NULL OR to_tier IS NULL THEN 'new'
+    WHEN to_tier > from_tier THEN 'up' WHEN to_tier < from_tier THEN 'down' ELSE 'same' END
+"""
 TEMPLATES = Path(__file__).parent / "templates"
 PLOTLY_BUNDLE = TEMPLATES / "plotly-cartesian.min.js"
 _TEMPLATES = Environment(loader=FileSystemLoader(TEMPLATES),
@@ -88,6 +95,8 @@ def report_data(store: Warehouse, program: str, month: Month) -> dict:
     # Last month's snapshot is the state the engine moved from (its previous_tier), so only that month counts.
     previous = month.plus(-1) if month.plus(-1) in months else None
     con = duckdb.connect()
+    states.define(con)
+    con.execute(_TIER_MOVE)
     # duckdb_path: DuckDB globs even a list of files; a warehouse named wh[1] must not read wh1's.
     files = [duckdb_path(snapshot_path(store, program, m)) for m in months if m <= month]
     # union_by_name: a rule change may add or drop pts_/fig_ columns between months.
@@ -106,7 +115,8 @@ def report_data(store: Warehouse, program: str, month: Month) -> dict:
     if previous:
         # A full join, so customers who joined (from NULL) or left (to NULL) this month are counted too.
         migration = rows(
-            "SELECT p.tier AS from_tier, c.tier AS to_tier, count(*) AS customers "
+            "SELECT p.tier AS from_tier, c.tier AS to_tier, tier_move(p.tier, c.tier) AS move, "
+            "count(*) AS customers "
             "FROM (SELECT customer_id, tier FROM snap WHERE as_of = $before) AS p "
             "FULL JOIN (SELECT customer_id, tier FROM snap WHERE as_of = $as_of) AS c USING (customer_id) "
             "GROUP BY ALL ORDER BY from_tier DESC NULLS FIRST, to_tier DESC NULLS LAST",
@@ -128,19 +138,18 @@ def report_data(store: Warehouse, program: str, month: Month) -> dict:
             "SELECT as_of, tier, count(*) AS customers FROM snap GROUP BY ALL ORDER BY as_of, tier DESC"),
         "migration": migration,
         "reasons": rows(
-            "SELECT reason, CASE WHEN previous_tier IS NULL THEN 'new' WHEN tier > previous_tier THEN 'up' "
-            "WHEN tier < previous_tier THEN 'down' ELSE 'same' END AS direction, count(*) AS customers "
+            "SELECT reason, tier_move(previous_tier, tier) AS direction, count(*) AS customers "
             "FROM snap WHERE as_of = $as_of GROUP BY ALL ORDER BY reason, direction", **now),
         "at_risk": rows(
             "SELECT tier, count(*) FILTER (WHERE at_risk) AS at_risk, count(*) AS customers, "
             "min(next_review) FILTER (WHERE at_risk) AS next_review "
             "FROM snap WHERE as_of = $as_of GROUP BY tier ORDER BY tier DESC", **now),
-        # Earned as tier_decisions.sql earns it (computed tier or floor). Highest tiers first (the most to
-        # lose), then the closest to falling.
+        # Earned as tier_decisions.sql earns it (rules/states.py). Highest tiers first (the most to lose),
+        # then the closest to falling.
         "at_risk_listed": rows(
             "SELECT s.customer_id, s.tier, s.tier_name, s.earned_tier, e.tier_name AS earned_name, "
             "s.points, s.reason, s.failed_reviews, s.buffer_since, s.next_review "
-            "FROM (SELECT *, greatest(computed_tier, COALESCE(floor_tier, 0)) AS earned_tier FROM snap "
+            "FROM (SELECT *, earned_tier(computed_tier, floor_tier) AS earned_tier FROM snap "
             "      WHERE as_of = $as_of AND at_risk) AS s "
             "LEFT JOIN names AS e ON e.tier = s.earned_tier "
             "ORDER BY s.tier DESC, s.failed_reviews DESC, s.customer_id LIMIT $n", n=AT_RISK_LISTED, **now),
@@ -199,18 +208,12 @@ def _distribution(data: dict, names: dict) -> dict:
                     tables=[_table(["month", *names.values(), "all"], rows)])
 
 
-def _move(from_tier: int | None, to_tier: int | None) -> str:
-    if from_tier is None or to_tier is None:
-        return "new"  # joined or left this month
-    return "up" if to_tier > from_tier else "down" if to_tier < from_tier else "same"
-
-
 def movers(migration: list[dict]) -> dict[str, int]:
     """Customers who moved up, moved down, kept their tier, joined and left, from the migration rows."""
     total = {"up": 0, "down": 0, "same": 0, "joined": 0, "left": 0}
     for row in migration:
         f, t = row["from_tier"], row["to_tier"]
-        key = "joined" if f is None else "left" if t is None else _move(f, t)
+        key = "joined" if f is None else "left" if t is None else row["move"]
         total[key] += row["customers"]
     return total
 
@@ -222,6 +225,7 @@ def _migration(data: dict, names: dict) -> dict:
         return _section("migration", title, note=f"{data['program']} has no snapshot for {before}: "
                         "there is no previous tier to migrate from.")
     count = {(row["from_tier"], row["to_tier"]): row["customers"] for row in data["migration"]}
+    move = {(row["from_tier"], row["to_tier"]): row["move"] for row in data["migration"]}
     joined, left = any(f is None for f, _ in count), any(t is None for _, t in count)
     sources = ([None] if joined else []) + list(names)
     targets = list(names) + ([None] if left else [])
@@ -234,7 +238,7 @@ def _migration(data: dict, names: dict) -> dict:
     top = math.log10(max(max(row) for row in z)) + 1
     fig = go.Figure()
     for kind, (low, high) in MOVE_SHADES.items():
-        shade = [[math.log10(n) + 1 if n and _move(f, t) == kind else None for t, n in zip(targets, cells)]
+        shade = [[math.log10(n) + 1 if n and move[f, t] == kind else None for t, n in zip(targets, cells)]
                  for f, cells in zip(sources, z)]
         if any(v is not None for row in shade for v in row):
             fig.add_trace(go.Heatmap(
@@ -257,7 +261,7 @@ def _migration(data: dict, names: dict) -> dict:
 
 def _reasons(data: dict) -> dict:
     count = {(row["reason"], row["direction"]): row["customers"] for row in data["reasons"]}
-    reasons = REASONS + sorted({r for r, _ in count} - set(REASONS))
+    reasons = [*REASONS, *sorted({r for r, _ in count} - set(REASONS))]
     rows = [[r, *(count.get((r, d), 0) for d in DIRECTIONS), sum(count.get((r, d), 0) for d in DIRECTIONS)]
             for r in reasons]
     columns = ["reason", *(label for label, _ in DIRECTIONS.values()), "all"]

@@ -6,7 +6,7 @@ data. Python only touches programs and months here, never customers.
 Exact arithmetic: every figure is an integer number of cents ``num`` over an integer ``scale``
 (cents per CNY times the window's days for averages), so a figure's CNY value is ``num / scale``.
 Points are ``sum(coef * num) / points_scale`` with integer ``coef`` chosen so the sum is exact;
-a comparison ``value >= threshold`` is evaluated as ``num * threshold_den >= threshold_num * scale``.
+a condition compares ``num * threshold_den`` with ``threshold_num * scale`` (``MEETS``).
 No division, no float, anywhere on the way to a tier.
 """
 
@@ -25,6 +25,19 @@ from ground.months import Month, month_range, window
 
 CENTS = 100
 _INT64_MAX = 2**63 - 1
+# What each operator of a condition accepts, as the range of outcomes of comparing the value with its bound
+# (-1 below it, 0 equal, 1 above). The evaluation SQL tests a condition through this range (rule_conditions'
+# meets_from..meets_to), and explain through ``meets``: one definition of every comparison.
+MEETS = {">=": (0, 1), ">": (1, 1), "<=": (-1, 0), "<": (-1, -1)}
+
+
+def meets(op: str, outcomes: set[int]) -> bool | None:
+    """Whether a value meets ``op`` when comparing it with the bound may give any of ``outcomes``: True
+    when every one meets it, False when none does, None when it depends on which (a value known only
+    to the cent, within a cent of its bound)."""
+    low, high = MEETS[op]
+    accepted = [low <= outcome <= high for outcome in outcomes]
+    return True if all(accepted) else False if not any(accepted) else None
 
 
 def _ratio(value) -> tuple[int, int]:
@@ -64,9 +77,10 @@ def rule_tables(loaded: LoadedProgram, vocab: Vocabularies) -> dict[str, pa.Tabl
             for condition in group:
                 op, bound = condition.operator
                 num, den = _ratio(bound)
+                meets_from, meets_to = MEETS[op]
                 conditions.append(
                     {"tier": band.tier, "grp": group_index, "measure": condition.measure,
-                     "op": op, "thr_num": num, "thr_den": den}
+                     "meets_from": meets_from, "meets_to": meets_to, "thr_num": num, "thr_den": den}
                 )
     money = pa.decimal128(18, 2)
     return {
@@ -85,14 +99,14 @@ def rule_tables(loaded: LoadedProgram, vocab: Vocabularies) -> dict[str, pa.Tabl
             excluded_mcc, schema=pa.schema([("figure", pa.string()), ("mcc", pa.string())])
         ),
         "rule_tiers": pa.Table.from_pylist(
-            [{"tier": b.tier, "tier_name": b.name} for b in program.tiers],
+            [{"tier": tier, "tier_name": name} for tier, name in program.tier_names.items()],
             schema=pa.schema([("tier", pa.int32()), ("tier_name", pa.string())]),
         ),
         "rule_conditions": pa.Table.from_pylist(
             conditions,
             schema=pa.schema(
-                [("tier", pa.int32()), ("grp", pa.int32()), ("measure", pa.string()), ("op", pa.string()),
-                 ("thr_num", pa.int64()), ("thr_den", pa.int64())]
+                [("tier", pa.int32()), ("grp", pa.int32()), ("measure", pa.string()), ("meets_from", pa.int8()),
+                 ("meets_to", pa.int8()), ("thr_num", pa.int64()), ("thr_den", pa.int64())]
             ),
         ),
         "rule_floors": pa.Table.from_pylist(

@@ -17,6 +17,7 @@ prefect.yaml's deployments by module path, and flows.serve then refuses to serve
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shlex
@@ -32,7 +33,7 @@ import psutil
 import pytest
 import yaml
 
-from test_dask_executor import GOLDEN, assert_same_snapshots, buffers_single  # noqa: F401 (a fixture)
+from test_dask_executor import GOLDEN, assert_same_snapshots, buffers_single, icbc_run  # noqa: F401 (a fixture)
 from stores import snapshots
 from ground.errors import TiersError
 from ground.months import Month
@@ -331,18 +332,17 @@ def only_here():
 
 
 @pytest.mark.slow
-def test_a_task_the_scheduler_cannot_unpickle_is_one_whole_line(cluster, buffers_single, tmp_path, monkeypatch):
+def test_a_task_the_scheduler_cannot_unpickle_is_one_whole_line(cluster, buffers_single, tmp_path):
     """Dask's message spans lines and its cause (the missing module) is what matters: both, on one line."""
-    from flows import fanout, tasks
+    from flows import fanout
 
     warehouse = Warehouse(tmp_path / "warehouse")
     shutil.copytree(buffers_single, warehouse.root)
-    export = tasks.export_buckets
-    monkeypatch.setattr(tasks, "export_buckets", lambda warehouse_dir, program, month, partitions, rules_file, run_id:
-                        export(warehouse_dir, program, month, partitions, None, run_id))
+    # What the bucket tasks carry (the run's vocabularies here) is something only this process can unpickle.
+    run = dataclasses.replace(icbc_run(warehouse), vocab=only_here())
     with fanout.dask_cluster(cluster.address, warehouse, partitions=2) as fan:
         with pytest.raises(TiersError) as failed:
-            fan.evaluate(str(warehouse.root), "icbc_star", "2025-06", "test-run", rules_file=only_here())
+            fan.evaluate(run, "icbc_star", "2025-06", "test-run")
     message = str(failed.value)
     assert "\n" not in message, message
     assert message.startswith(f"icbc_star 2025-06: bucket 0 of 2 failed on the Dask cluster at {cluster.address} "

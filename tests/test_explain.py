@@ -305,3 +305,18 @@ def test_the_rule_file_comes_from_the_rules_folder_in_force(tmp_path, monkeypatc
     [e] = explain_customer(warehouse, "c1", Month.parse("2025-06"), "acme_star")
 
     assert e["rules_file"] == str(rule_file) and e["warnings"] == []
+
+
+def test_every_reason_the_evaluation_writes_has_its_own_sentence():
+    """Explain tells each reason of rules/states.py in its own words, never the catch-all sentence."""
+    from interfaces.explain import _decision
+    from rules.states import REASONS
+
+    explanation = {"tier_name": "four-star", "previous_tier_name": "five-star", "as_of": "2025-06-30",
+                   "next_review": "2025-12-31", "earned_tier": 4, "computed_tier": 4, "earned_tier_name": "four-star",
+                   "computed_tier_name": "four-star", "figures_summary": "1,000.00 points", "floor": {"products": []},
+                   "failed_reviews": 1, "buffer_since": "2025-06-30", "falls_after_failed_reviews": 2,
+                   "falls_at_next_failed_review": True, "cap": {"events": ["loan_overdue_90d"]}}
+    for reason in REASONS:
+        sentence = _decision({**explanation, "reason": reason})
+        assert not sentence.startswith(f"four-star ({reason})"), sentence

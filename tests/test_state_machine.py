@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rules.loader import RULES_DIR, load_program, load_vocabularies
+from rules.states import REASONS
 from stores import snapshots
 from ground.checksums import sha256_file
 from ground.months import Month, month_range
@@ -581,6 +582,10 @@ def test_every_single_step_follows_the_table(tmp_chain, program, month):
         assert row["previous_tier"] == (prev["tier"] if prev else None), cid
         assert row["at_risk"] == (earned < row["tier"]), cid
         assert row["tier_name"] == loaded.rules.tier_names[row["tier"]], cid
+    # The evaluation writes exactly the reasons that readers list (rules/states.py): every one this kind of
+    # month can give (a review month buffers or downgrades, another holds; only ICBC has caps), no other.
+    possible = set(REASONS) - ({"held_until_review"} if review else {"buffer", "downgrade"})
+    assert {row["reason"] for row in got.values()} == possible - ({"credit_cap"} if not caps[-1] else set())
 
 
 # ---------------------------------------------------------------------------------------------

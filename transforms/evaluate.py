@@ -20,6 +20,7 @@ from pathlib import Path
 import duckdb
 
 from rules.compile import month_scales, rule_tables
+from rules import states
 from rules.loader import LoadedProgram, Vocabularies
 from stores import snapshots
 from ground.checksums import sha256_file
@@ -94,6 +95,7 @@ def check_chain(warehouse: Warehouse, program: str, months: list[Month]) -> None
 
 
 def _register_rules(con: duckdb.DuckDBPyConnection, loaded: LoadedProgram, vocab: Vocabularies, month: Month) -> int:
+    states.define(con)  # the state machine's terms, which tier_decisions.sql calls
     for name, table in rule_tables(loaded, vocab).items():
         con.register(name, table)
     scales = month_scales(loaded, month)

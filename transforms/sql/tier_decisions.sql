@@ -16,14 +16,10 @@ measure AS (
     SELECT customer_id, 'points', points_num, CAST($points_scale AS HUGEINT) FROM points
 ),
 group_check AS (
-    -- value OP threshold, as integers: num * thr_den OP thr_num * scale.
+    -- The value against its threshold, as integers: sign(num * thr_den - thr_num * scale) is -1, 0 or 1;
+    -- the condition's operator accepts the outcomes meets_from..meets_to (rules/compile.py, MEETS).
     SELECT m.customer_id, k.tier, k.grp,
-           bool_and(CASE k.op
-               WHEN '>=' THEN m.num * k.thr_den >= k.thr_num * m.scale
-               WHEN '>' THEN m.num * k.thr_den > k.thr_num * m.scale
-               WHEN '<=' THEN m.num * k.thr_den <= k.thr_num * m.scale
-               WHEN '<' THEN m.num * k.thr_den < k.thr_num * m.scale
-           END) AS holds
+           bool_and(sign(m.num * k.thr_den - k.thr_num * m.scale) BETWEEN k.meets_from AND k.meets_to) AS holds
     FROM rule_conditions AS k
     JOIN measure AS m ON m.measure = k.measure
     GROUP BY m.customer_id, k.tier, k.grp
@@ -60,7 +56,7 @@ standing AS (
         k.computed_tier,
         f.floor_tier,
         x.customer_id IS NOT NULL AS capped,
-        greatest(k.computed_tier, COALESCE(f.floor_tier, 0)) AS earned,
+        earned_tier(k.computed_tier, f.floor_tier) AS earned,
         prev.tier AS prev_tier,
         prev.failed_reviews AS prev_failed,
         prev.buffer_since AS prev_since,
@@ -76,6 +72,7 @@ standing AS (
     LEFT JOIN step AS s ON s.tier = prev.tier
 ),
 moved AS (
+    -- The reasons of rules/states.py (REASONS); earned_tier and falls_at_review are its macros.
     SELECT
         *,
         CASE
@@ -83,7 +80,7 @@ moved AS (
             WHEN earned > prev_tier THEN 'upgrade'
             WHEN earned = prev_tier THEN 'meets'
             WHEN NOT $is_review THEN 'held_until_review'
-            WHEN prev_failed + 1 >= reviews_to_fall THEN 'downgrade'
+            WHEN falls_at_review(prev_failed, reviews_to_fall) THEN 'downgrade'
             ELSE 'buffer'
         END AS movement
     FROM standing
