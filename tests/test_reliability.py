@@ -457,7 +457,7 @@ def test_prefect_service_warnings_stay_off_the_command_line(tmp_path):
     # import Prefect; then the warning Prefect's EventsWorker logs when it exits with events queued.
     script = (
         "import logging\n"
-        "from tiers import cli\n"
+        "from interfaces import cli\n"
         "cli.main(ctx=None, debug=False)\n"
         "import flows.runs\n"
         "logging.getLogger('EventsWorker').warning('Still processing items: 1 items remaining...')\n"
