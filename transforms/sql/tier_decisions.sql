@@ -16,14 +16,15 @@ measure AS (
     SELECT customer_id, 'points', points_num, CAST($points_scale AS HUGEINT) FROM points
 ),
 group_check AS (
-    -- value OP threshold, as integers: num * thr_den OP thr_num * scale.
+    -- value OP threshold, as integers: num * thr_den OP thr_num * scale. A missing value (NULL)
+    -- meets no condition: bool_and would skip a NULL, so it counts as false.
     SELECT m.customer_id, k.tier, k.grp,
-           bool_and(CASE k.op
+           bool_and(COALESCE(CASE k.op
                WHEN '>=' THEN m.num * k.thr_den >= k.thr_num * m.scale
                WHEN '>' THEN m.num * k.thr_den > k.thr_num * m.scale
                WHEN '<=' THEN m.num * k.thr_den <= k.thr_num * m.scale
                WHEN '<' THEN m.num * k.thr_den < k.thr_num * m.scale
-           END) AS holds
+           END, false)) AS holds
     FROM rule_conditions AS k
     JOIN measure AS m ON m.measure = k.measure
     GROUP BY m.customer_id, k.tier, k.grp
