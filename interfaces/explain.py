@@ -154,8 +154,15 @@ def _measure(row: dict, measure: str) -> Decimal | None:
     return row.get("points") if measure == "points" else row.get(f"fig_{measure}")
 
 
+def _figure_value(value: Decimal | None, unit: str) -> str:
+    """A figure as shown: money to the cent; a ledger's count or a score as the integer it is."""
+    if value is None:
+        return "unknown"
+    return f"{int(value):,}" if unit in ("points", "") else _amount(value)
+
+
 def _value_text(measure: str, value: Decimal | None, unit: str = "CNY") -> str:
-    shown = "unknown" if value is None else _amount(value)
+    shown = "unknown" if value is None else _amount(value) if measure == "points" else _figure_value(value, unit)
     if measure == "points":
         return f"{shown} points"
     return f"{measure.replace('_', ' ')} {shown}" + (f" {unit}" if unit else "")
@@ -423,7 +430,7 @@ def render_text(explanation: dict) -> str:
     lines = [f"{e['customer_id']} in {e['program']} at {e['as_of']}", f"Decision: {e['decision']}", "", "Figures:"]
     width = max(len(f["name"]) for f in e["figures"])
     for f in e["figures"]:
-        value = "unknown" if f["value"] is None else _amount(Decimal(f["value"]))
+        value = _figure_value(None if f["value"] is None else Decimal(f["value"]), f["unit"])
         line = f"  {f['name']:<{width}}  {value:>16} {f['unit']}  {f['basis']}"
         if "rate" in f:
             points = "unknown" if f["points"] is None else _amount(Decimal(f["points"]))

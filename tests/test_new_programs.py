@@ -15,6 +15,7 @@ from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
+import duckdb
 import pytest
 from typer.testing import CliRunner
 
@@ -24,6 +25,7 @@ from ground.months import Month, month_range
 from interfaces.cli import app
 from interfaces.explain import explain_customer, render_text
 from rules.loader import RULES_DIR, load_program, load_programs
+from stores import snapshots
 from stores.warehouse import Warehouse
 from test_rules_engine import BOC_TRACKS, VOCAB, Book, story, variant_text
 
@@ -331,4 +333,30 @@ def test_explain_shows_the_new_figures_and_the_condition_that_failed(book):
     [short] = explain_customer(book.warehouse.root, "short", JUNE, "cgb_card_star")
     text = render_text(short)
     assert "installment 10,000.00 CNY, needs more than 10,000 for four-star" in text
-    assert "reward_points 150,000.00 points" in text or "150,000.00 points" in text
+    assert "reward points 150,000 points >= 20,000" in text and "credit score 600 >= 550" in text
+
+
+# =============================================================================================
+# the Dask path: buckets equal the single process, row for row
+# =============================================================================================
+@pytest.mark.parametrize("loaded", [CGB, UBS], ids=lambda p: p.name)
+def test_buckets_equal_the_single_process_for_the_new_figures(book, loaded):
+    from transforms import partitioned
+
+    for i, (installment, points, score) in enumerate([("10000.01", 150_000, 600), ("60000.00", 500_000, None),
+                                                      ("0", 20_000, 549), ("50000.01", 400_001, 850)]):
+        cgb_customer(book, f"c{i}", installment=installment, points=points, score=score)
+        book.day_sum(JUNE, f"c{i}", "fund", str(D(9_000_000) * JUNE.days - i), foreign=bool(i % 2))
+    book.rate("USD", date(2025, 6, 1), "4.50000000")
+    book.evaluate(loaded, JUNE)
+    published = snapshots.snapshot_path(book.warehouse, loaded.name, JUNE)
+    book.warehouse.prepare()
+    run_dir = partitioned.new_run_dir(book.warehouse)
+    exported = partitioned.export(book.con, book.warehouse, loaded, JUNE, run_dir, 3, "test-run")
+    assert exported.rows["customers"] == 4 and exported.rows["fx_rates"] == 1
+    results = [partitioned.evaluate_bucket(run_dir, bucket, loaded, VOCAB, JUNE, 2**30) for bucket in range(3)]
+    staged, rows = partitioned.combine(book.con, book.warehouse, run_dir, 3)
+    assert rows == 4 and sum(r["rows"] for r in results) == 4
+    con = duckdb.connect()
+    query = "FROM read_parquet($f, hive_partitioning = false)"
+    assert con.execute(query, {"f": str(staged)}).fetchall() == con.execute(query, {"f": str(published)}).fetchall()
