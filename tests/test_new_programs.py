@@ -27,6 +27,7 @@ from interfaces.explain import explain_customer, render_text
 from rules.loader import RULES_DIR, load_program, load_programs
 from stores import snapshots
 from stores.warehouse import Warehouse
+from transforms import runner
 from test_rules_engine import BOC_TRACKS, VOCAB, Book, story, variant_text
 
 D = Decimal
@@ -360,3 +361,20 @@ def test_buckets_equal_the_single_process_for_the_new_figures(book, loaded):
     con = duckdb.connect()
     query = "FROM read_parquet($f, hive_partitioning = false)"
     assert con.execute(query, {"f": str(staged)}).fetchall() == con.execute(query, {"f": str(published)}).fetchall()
+
+
+def test_card_installments_are_summed_in_full_by_ingestion(tmp_path):
+    """The installment figure is an ordinary transaction figure: every card_installment's principal,
+    whatever its fee factor or size, and nothing of other types."""
+    from test_rules_engine import ingest, txn, write_landing
+
+    landing = write_landing(tmp_path / "landing", ["c"], transactions={"2025-06": [
+        txn("t1", "c", "card_installment", "10000.00", fee="0.5"),
+        txn("t2", "c", "card_installment", "250000.01", mcc="8211"),
+        txn("t3", "c", "card_pos", "999.00"),
+    ]})
+    con = duckdb.connect()
+    runner.run(con, "warehouse_schema")
+    ingest(con, landing, [CGB], ("transactions", "2025-06"))
+    assert con.execute("SELECT program, figure, customer_id, counted FROM txn_figure_month").fetchall() == [
+        ("cgb_card_star", "installment", "c", D("260000.01"))]
