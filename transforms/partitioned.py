@@ -17,6 +17,7 @@ published with the same rename and manifest as the single-process path: the same
 rows and order.
 
 Only the window's months of the stored monthly sums go out, and only this program's transaction figures.
+Tables of no customer (fx_rates, for figures valued in another currency) go to every bucket whole.
 Which bucket a customer falls in does not matter for the result; the hash is computed once, here.
 """
 
