@@ -172,12 +172,13 @@ def test_cbrc_net_assets_day_by_day_at_the_threshold_and_a_loan_that_tips_it(boo
     # a mortgage is not deducted
     book.day_sum(JUNE, "mortgage", "wmp", str(D(6_000_000) * days))
     book.day_sum(JUNE, "mortgage", "mortgage", str(D(3_000_000) * days))
-    book.day_sum(JUNE, "negative", "demand_deposit", "300.00")
+    book.day_sum(JUNE, "negative", "demand_deposit", "300.01")
     book.day_sum(JUNE, "negative", "consumer_loan", str(D(1000) * days))
     rows = book.evaluate(CBRC, JUNE)
     assert {c: r["tier"] for c, r in rows.items()} == {"at": 1, "below": 0, "loan": 0, "mortgage": 1, "negative": 0}
     assert rows["loan"]["fig_net_financial_assets"] == D("5999999.99")
-    assert rows["negative"]["fig_net_financial_assets"] == D(-990)
+    # (300.01 - 30,000.00) / 30 = -989.9996...: cut downwards, as every figure is, to -990.00 (not -989.99)
+    assert rows["negative"]["fig_net_financial_assets"] == D("-990.00")
 
 
 def test_8m_gross_ignores_loans_and_the_agreement_floor_gives_private_banking(book):
