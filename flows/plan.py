@@ -7,10 +7,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import duckdb
+
 from rules.loader import LoadedProgram
+from rules.schema import MONTHLY_SOURCES
 from stores import snapshots
 from ground.errors import InputError
 from ground.months import Month, month_range, window
+from ground.paths import duckdb_path
 from stores.warehouse import Warehouse
 from transforms import landing
 from transforms.evaluate import check_chain
@@ -48,12 +52,55 @@ def _needs(loaded: LoadedProgram, months: list[Month]) -> list[tuple[str, Month,
     return [(dataset, month, needed_by) for (dataset, month), needed_by in needs.items()]
 
 
-def _before_landing(input_dir: Path, month: Month) -> bool:
+def _before_landing(input_dir: Path, loaded: LoadedProgram, month: Month) -> bool:
     """Whether ``month`` comes before the landing folder's first month, over every monthly dataset (a
     bank's first months: history that was never extracted). A dataset that starts later than another
-    has a gap, not a beginning."""
-    landed = [first for dataset in landing.MONTHLY if (first := landing.landed_months(input_dir, dataset)[:1])]
-    return bool(landed) and month < min(landed)[0]
+    has a gap, not a beginning; except an optional dataset the program reads (card points), which
+    begins where it begins: the program's first month is then the later of the two (programs.md section 5)."""
+    def first(dataset: str) -> list[Month]:
+        return landing.landed_months(input_dir, dataset)[:1]
+
+    landed = [found[0] for dataset in landing.MONTHLY if (found := first(dataset))]
+    if not landed:
+        return False
+    beginning = min(landed)
+    for dataset in loaded.rules.optional_sources:
+        if loaded.rules.history_months.get(dataset) and (found := first(dataset)):
+            beginning = max(beginning, found[0])
+    return month < beginning
+
+
+def _has_rates(input_dir: Path, currency: str) -> bool:
+    """Whether the landing folder's fx_rates file has any rate of ``currency`` (a file that cannot be read
+    counts as having one: ingestion then fails on it with its own message)."""
+    source = landing.reference_source(input_dir, "fx_rates", required=False)
+    if source is None:
+        return False
+    path = source.files[0]
+    reader = "read_csv($path, header = true, all_varchar = true)" if path.suffix == ".csv" else "read_parquet($path)"
+    try:
+        with duckdb.connect() as con:
+            [(found,)] = con.execute(f"SELECT count(*) > 0 FROM {reader} WHERE CAST(currency AS VARCHAR) = $currency",
+                                     {"path": duckdb_path(path), "currency": currency}).fetchall()
+    except duckdb.Error:
+        return True
+    return found
+
+
+def absent_data(input_dir: Path, loaded: LoadedProgram) -> list[str]:
+    """What the program's figures read that the landing folder lacks altogether (data-contract.md section 4):
+    an optional dataset, or any rate of a currency a figure is valued in. Nothing: the program applies."""
+    absent = []
+    for dataset in loaded.rules.optional_sources:
+        if dataset in MONTHLY_SOURCES:
+            if not (input_dir / dataset).is_dir():
+                absent.append(f"no {dataset}/ folder")
+        elif landing.reference_source(input_dir, dataset, required=False) is None:
+            absent.append(f"no {dataset} file")
+    for currency in loaded.rules.valuation_currencies:
+        if not _has_rates(input_dir, currency):
+            absent.append(f"no {currency} rate in fx_rates")
+    return absent
 
 
 def _resume_from(warehouse: Warehouse, program: str, first: Month, unfinished: dict[str, Month]) -> Month:
@@ -77,6 +124,12 @@ def plan_run(input_dir: Path, warehouse: Warehouse, programs: list[LoadedProgram
     wanted: dict[tuple[str, Month], str] = {}
     by_month: dict[Month, list[str]] = {}
     for loaded in programs:
+        absent = absent_data(input_dir, loaded)
+        if absent:
+            if programs_named:
+                raise InputError(f"{loaded.name} needs data that {input_dir} does not have: {'; '.join(absent)}")
+            plan.skipped.append(f"{loaded.name}: does not apply to this landing folder ({'; '.join(absent)})")
+            continue
         start = _resume_from(warehouse, loaded.name, first, unfinished or {})
         if start < first:
             plan.resumed.append(f"{loaded.name}: re-evaluating from {start}, where an unfinished run's re-evaluation "
@@ -91,7 +144,7 @@ def plan_run(input_dir: Path, warehouse: Warehouse, programs: list[LoadedProgram
                 landing.month_source(input_dir, dataset, month, needed_by)
         except InputError as missing:
             skippable = (not programs_named and not snapshots.published_months(warehouse, loaded.name)
-                         and _before_landing(input_dir, month))
+                         and _before_landing(input_dir, loaded, month))
             if not skippable:
                 raise
             plan.skipped.append(f"{loaded.name}: skipped, its window starts before the landing folder's first "

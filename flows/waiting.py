@@ -16,6 +16,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from flows.plan import absent_data
 from flows.schedule import deadline_at
 from rules import load_programs
 from ground.errors import InputError
@@ -55,7 +56,8 @@ def missing_files(input_dir: Path, month: Month, programs: list[str] | None, req
             continue
         if source is not None:
             missing += _not_ready(source, require_control)
-    datasets = sorted({dataset for loaded in load_programs(programs)
+    # Without --program, a program whose datasets the bank does not have at all will not run: not waited for.
+    datasets = sorted({dataset for loaded in load_programs(programs) if programs or not absent_data(input_dir, loaded)
                        for dataset, length in loaded.rules.history_months.items() if month in window(month, length)})
     for dataset in datasets:
         try:

@@ -24,7 +24,7 @@ import duckdb
 from rules import states
 from rules.compile import meets
 from rules.loader import LoadedProgram, default_rules_dir, load_program
-from rules.schema import BalanceFigure, Condition, Program, TierBand
+from rules.schema import BalanceFigure, Condition, LatestFigure, LedgerFigure, Program, TierBand
 from stores import snapshots
 from ground.errors import TiersError
 from ground.months import Month, window
@@ -88,19 +88,39 @@ def _rule_file(warehouse: Warehouse, program: str, month: Month) -> tuple[Loaded
 
 # -- the parts of an explanation -------------------------------------------------------------------
 
+def _unit(rules: Program, measure: str) -> str:
+    """What a measure is counted in: CNY, the currency a figure is valued in, points, or nothing (a score)."""
+    figure = rules.figures.get(measure)
+    if measure == "points" or isinstance(figure, LedgerFigure):
+        return "points"
+    if isinstance(figure, LatestFigure):
+        return ""
+    return figure.valued_in if isinstance(figure, BalanceFigure) else "CNY"
+
+
 def _figures(rules: Program, row: dict, month: Month) -> list[dict]:
     figures = []
     for name, figure in rules.figures.items():
-        months = window(month, figure.window_months)
+        months = window(month, getattr(figure, "window_months", 1))
         span = str(month) if len(months) == 1 else f"{months[0]}..{months[-1]}"
-        if isinstance(figure, BalanceFigure):
+        if isinstance(figure, LedgerFigure):
+            codes, basis = [], f"sum of {figure.source} over {span}"
+        elif isinstance(figure, LatestFigure):
+            codes, basis = [], f"latest of {figure.source} on or before {month.last_day.isoformat()} (none: unknown)"
+        elif isinstance(figure, BalanceFigure):
             codes = figure.product_codes
             if figure.basis == "month_end":
                 basis = f"month-end balance on {month.last_day.isoformat()}"
             else:
                 basis = f"average daily balance over {span} ({sum(m.days for m in months)} days)"
+            if figure.minus_product_codes:
+                basis += f", minus {', '.join(figure.minus_product_codes)} day by day"
             if figure.risk_classes:
                 basis += f", {'/'.join(figure.risk_classes)} loans only"
+            if figure.foreign_currency_only:
+                basis += ", foreign-currency rows only"
+            if figure.valued_in != "CNY":
+                basis += f", in {figure.valued_in} at its rate in force on {month.last_day.isoformat()}"
         else:
             codes = figure.txn_types
             basis = f"counted amount over {span}"
@@ -116,7 +136,8 @@ def _figures(rules: Program, row: dict, month: Month) -> list[dict]:
             if details:
                 basis += f" ({', '.join(details)})"
         value = row.get(f"fig_{name}")
-        entry = {"name": name, "basis": basis, "codes": list(codes), "value": None if value is None else str(value)}
+        entry = {"name": name, "basis": basis, "codes": list(codes), "value": None if value is None else str(value),
+                 "unit": _unit(rules, name)}
         if rules.points and name in rules.points.rates:
             points = row.get(f"pts_{name}")
             entry["rate"] = f"{_bound(rules.points.rates[name])} per {_bound(rules.points.per_amount)} CNY"
@@ -129,17 +150,27 @@ def _measure(row: dict, measure: str) -> Decimal | None:
     return row.get("points") if measure == "points" else row.get(f"fig_{measure}")
 
 
-def _value_text(measure: str, value: Decimal | None) -> str:
-    shown = "unknown" if value is None else _amount(value)
-    return f"{shown} points" if measure == "points" else f"{measure.replace('_', ' ')} {shown} CNY"
+def _figure_value(value: Decimal | None, unit: str) -> str:
+    """A figure as shown: money to the cent; a ledger's count or a score as the integer it is."""
+    if value is None:
+        return "unknown"
+    return f"{int(value):,}" if unit in ("points", "") else _amount(value)
 
 
-def _condition(row: dict, condition: Condition) -> dict:
+def _value_text(measure: str, value: Decimal | None, unit: str = "CNY") -> str:
+    shown = "unknown" if value is None else _amount(value) if measure == "points" else _figure_value(value, unit)
+    if measure == "points":
+        return f"{shown} points"
+    return f"{measure.replace('_', ' ')} {shown}" + (f" {unit}" if unit else "")
+
+
+def _condition(row: dict, condition: Condition, unit: str) -> dict:
     op, bound = condition.operator
     value = _measure(row, condition.measure)
-    entry = {"measure": condition.measure, "operator": op, "threshold": str(bound),
+    # A missing value meets no condition (as in tier_decisions.sql): shown as missed, value unknown.
+    entry = {"measure": condition.measure, "unit": unit, "operator": op, "threshold": str(bound),
              "value": None if value is None else str(value),
-             "met": None if value is None else meets(op, _outcomes(value, bound))}
+             "met": False if value is None else meets(op, _outcomes(value, bound))}
     if value is not None and op in (">=", ">"):
         entry["short"] = str(max(bound - value, Decimal(0)))
     return entry
@@ -166,7 +197,7 @@ def _bands(rules: Program, row: dict, warnings: list[str]) -> list[dict]:
     computed = row["computed_tier"]
     bands = []
     for band in rules.tiers:
-        groups = [[_condition(row, c) for c in group] for group in band.condition_groups]
+        groups = [[_condition(row, c, _unit(rules, c.measure)) for c in group] for group in band.condition_groups]
         if band.tier > computed:
             status = "missed"
             if any(all(c["met"] is True for c in group) for group in groups):
@@ -194,7 +225,7 @@ def _bands(rules: Program, row: dict, warnings: list[str]) -> list[dict]:
 
 def _gap_text(condition: dict) -> str:
     value = None if condition["value"] is None else Decimal(condition["value"])
-    text = _value_text(condition["measure"], value)
+    text = _value_text(condition["measure"], value, condition["unit"])
     bound = _bound(Decimal(condition["threshold"]))
     if condition["operator"] == ">=" and "short" in condition:
         return f"{text}, {_amount(Decimal(condition['short']))} short of {bound}"
@@ -228,7 +259,7 @@ def _figures_summary(bands: list[dict], computed: int, next_up: dict | None) -> 
     won = []
     if earned and earned["groups"]:
         group = next((g for g in earned["groups"] if all(c["met"] for c in g)), [])
-        won = [f"{_value_text(c['measure'], Decimal(c['value']))} {c['operator']} {_bound(Decimal(c['threshold']))}"
+        won = [f"{_value_text(c['measure'], Decimal(c['value']), c['unit'])} {c['operator']} {_bound(Decimal(c['threshold']))}"
                for c in group if c["measure"] not in gap_measures and c["value"] is not None]
     parts = won + [next_up["gap"] if next_up else "the highest band"]
     return "; ".join(parts)
@@ -406,8 +437,8 @@ def render_text(explanation: dict) -> str:
     lines = [f"{e['customer_id']} in {e['program']} at {e['as_of']}", f"Decision: {e['decision']}", "", "Figures:"]
     width = max(len(f["name"]) for f in e["figures"])
     for f in e["figures"]:
-        value = "unknown" if f["value"] is None else _amount(Decimal(f["value"]))
-        line = f"  {f['name']:<{width}}  {value:>16} CNY  {f['basis']}"
+        value = _figure_value(None if f["value"] is None else Decimal(f["value"]), f["unit"])
+        line = f"  {f['name']:<{width}}  {value:>16} {f['unit']}  {f['basis']}"
         if "rate" in f:
             points = "unknown" if f["points"] is None else _amount(Decimal(f["points"]))
             line += f"; {f['rate']} = {points} points"

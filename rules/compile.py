@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from decimal import Decimal
 from fractions import Fraction
 
 import pyarrow as pa
 
 from rules.loader import LoadedProgram, Vocabularies
-from rules.schema import BalanceFigure, TransactionFigure
+from rules.schema import BalanceFigure, LatestFigure, LedgerFigure, TransactionFigure
 from ground.errors import RuleError
 from ground.months import Month, month_range, window
 
@@ -50,25 +51,30 @@ def rule_tables(loaded: LoadedProgram, vocab: Vocabularies) -> dict[str, pa.Tabl
     program = loaded.rules
     figure_codes, figure_rows, excluded_mcc = [], [], []
     for order, (name, figure) in enumerate(program.figures.items()):
-        if isinstance(figure, BalanceFigure):
-            for code in figure.product_codes:
-                for risk_class in figure.risk_classes or vocab.risk_classes:
-                    figure_codes.append({"figure": name, "code": code, "risk_class": risk_class})
-        else:
+        is_balance, is_txn = isinstance(figure, BalanceFigure), isinstance(figure, TransactionFigure)
+        if is_balance:
+            # sign -1: subtracted day by day (a net figure).
+            for sign, codes in ((1, figure.product_codes), (-1, figure.minus_product_codes)):
+                for code in codes:
+                    for risk_class in figure.risk_classes or vocab.risk_classes:
+                        figure_codes.append({"figure": name, "code": code, "risk_class": risk_class, "sign": sign})
+        elif is_txn:
             for code in figure.txn_types:
-                figure_codes.append({"figure": name, "code": code, "risk_class": None})
+                figure_codes.append({"figure": name, "code": code, "risk_class": None, "sign": 1})
             excluded_mcc += [{"figure": name, "mcc": mcc} for mcc in figure.exclude.merchant_categories]
-        is_txn = isinstance(figure, TransactionFigure)
         figure_rows.append(
             {
                 "figure": name,
                 "ord": order,
                 "source": figure.source,
-                "basis": "counted" if is_txn else figure.basis,
-                "window_months": figure.window_months,
+                "basis": figure.basis if is_balance else "counted" if is_txn else figure.source,
+                "window_months": getattr(figure, "window_months", 1),
                 "cap_per_transaction": figure.cap_per_transaction if is_txn else None,
                 "apply_fee_factor": figure.apply_fee_factor if is_txn else None,
                 "exclude_single_above": figure.exclude.single_amount_above if is_txn else None,
+                "foreign_only": figure.foreign_currency_only if is_balance else False,
+                # A value in force (a credit score) may be missing: then it meets no condition.
+                "absent_is_null": isinstance(figure, LatestFigure),
             }
         )
     conditions = []
@@ -89,11 +95,12 @@ def rule_tables(loaded: LoadedProgram, vocab: Vocabularies) -> dict[str, pa.Tabl
             schema=pa.schema(
                 [("figure", pa.string()), ("ord", pa.int32()), ("source", pa.string()), ("basis", pa.string()),
                  ("window_months", pa.int32()), ("cap_per_transaction", money), ("apply_fee_factor", pa.bool_()),
-                 ("exclude_single_above", money)]
+                 ("exclude_single_above", money), ("foreign_only", pa.bool_()), ("absent_is_null", pa.bool_())]
             ),
         ),
         "rule_figure_codes": pa.Table.from_pylist(
-            figure_codes, schema=pa.schema([("figure", pa.string()), ("code", pa.string()), ("risk_class", pa.string())])
+            figure_codes, schema=pa.schema([("figure", pa.string()), ("code", pa.string()), ("risk_class", pa.string()),
+                                            ("sign", pa.int32())])
         ),
         "rule_excluded_mcc": pa.Table.from_pylist(
             excluded_mcc, schema=pa.schema([("figure", pa.string()), ("mcc", pa.string())])
@@ -128,17 +135,27 @@ def rule_tables(loaded: LoadedProgram, vocab: Vocabularies) -> dict[str, pa.Tabl
 class MonthScales:
     """What an evaluation at ``month`` needs besides the rule tables: windows and exact scales."""
 
-    figures: pa.Table  # figure, first_month, scale, coef
+    figures: pa.Table  # figure, first_month, num_factor, scale, coef
     points_scale: int  # points = sum(coef * num) / points_scale; 1 when the program has no points
 
 
-def month_scales(loaded: LoadedProgram, month: Month) -> MonthScales:
+def month_scales(loaded: LoadedProgram, month: Month, rates: dict[str, Decimal] | None = None) -> MonthScales:
+    """``rates``: CNY per unit of each currency a figure is valued in, in force on the month-end
+    (``rules.schema.Program.valuation_currencies``; the caller looks them up)."""
     program = loaded.rules
     rows = []
     for name, figure in program.figures.items():
-        months = window(month, figure.window_months)
+        months = window(month, getattr(figure, "window_months", 1))
         days = sum(m.days for m in months) if getattr(figure, "basis", None) == "average_daily" else 1
-        rows.append({"figure": name, "first_month": months[0].first_day, "scale": days * CENTS})
+        # Amounts are cents; a ledger or a score is a plain integer.
+        unit = 1 if isinstance(figure, (LedgerFigure, LatestFigure)) else CENTS
+        num_factor, scale = 1, days * unit
+        currency = getattr(figure, "valued_in", "CNY")
+        if currency != "CNY":
+            # value = cents / (100 * days * rate), rate = rate_num / rate_den: exact, with no division.
+            rate_num, rate_den = _ratio(rates[currency])
+            num_factor, scale = rate_den, scale * rate_num
+        rows.append({"figure": name, "first_month": months[0].first_day, "num_factor": num_factor, "scale": scale})
 
     points_scale = 1
     if program.points:
@@ -160,7 +177,8 @@ def month_scales(loaded: LoadedProgram, month: Month) -> MonthScales:
     table = pa.Table.from_pylist(
         [{**row, "coef": row.get("coef")} for row in rows],
         schema=pa.schema(
-            [("figure", pa.string()), ("first_month", pa.date32()), ("scale", pa.int64()), ("coef", pa.int64())]
+            [("figure", pa.string()), ("first_month", pa.date32()), ("num_factor", pa.int64()), ("scale", pa.int64()),
+             ("coef", pa.int64())]
         ),
     )
     return MonthScales(figures=table, points_scale=points_scale)
@@ -170,5 +188,6 @@ def check_exact(loaded: LoadedProgram) -> None:
     """Raise at load time the RuleError that ``month_scales`` would raise in some month. A window's day
     counts repeat every 4 years (windows are at most 24 months), so 48 consecutive months cover them all."""
     if loaded.rules.points:
+        rates = dict.fromkeys(loaded.rules.valuation_currencies, Decimal(1))  # rates do not scale points
         for month in month_range(Month(2024, 1), Month(2027, 12)):
-            month_scales(loaded, month)
+            month_scales(loaded, month, rates)

@@ -246,6 +246,7 @@ def _check_codes(path: Path, program: Program, vocab: Vocabularies) -> None:
     for name, figure in program.figures.items():
         if isinstance(figure, BalanceFigure):
             unknown(f"figures.{name}.product_codes", figure.product_codes, vocab.balance_product_codes)
+            unknown(f"figures.{name}.minus_product_codes", figure.minus_product_codes, vocab.balance_product_codes)
             unknown(f"figures.{name}.risk_classes", figure.risk_classes or [], vocab.risk_classes)
         elif isinstance(figure, TransactionFigure):
             unknown(f"figures.{name}.txn_types", figure.txn_types, vocab.txn_types)

@@ -43,6 +43,9 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
+
+
 class BalanceFigure(_Strict):
     """Balances of the listed products: the window's average daily balance, or the month-end balance."""
 
@@ -50,14 +53,37 @@ class BalanceFigure(_Strict):
     basis: Literal["average_daily", "month_end"]
     window_months: int = Field(1, ge=1, le=24)
     product_codes: list[str] = Field(min_length=1)
+    # Balances of these products are subtracted, day by day (a net figure, which may be negative).
+    minus_product_codes: list[str] = []
     # Only balances whose loan classification is listed count (none listed: all count).
     risk_classes: list[str] | None = None
+    # Only rows whose currency is not CNY count (each still converted to CNY as every row is).
+    foreign_currency_only: bool = False
+    # The figure in this currency, at its rate in force on the month-end (compared exactly).
+    valued_in: Currency = "CNY"
 
     @model_validator(mode="after")
     def _month_end_is_one_month(self) -> "BalanceFigure":
         if self.basis == "month_end" and self.window_months != 1:
             raise ValueError("a month_end figure reads the evaluated month only: window_months must be 1")
+        both = sorted(set(self.product_codes) & set(self.minus_product_codes))
+        if both:
+            raise ValueError(f"{both} are both added (product_codes) and subtracted (minus_product_codes)")
         return self
+
+
+class LedgerFigure(_Strict):
+    """The sum over the window of a monthly integer ledger (card reward points): a count, not CNY."""
+
+    source: Literal["card_points"]
+    window_months: int = Field(1, ge=1, le=24)
+
+
+class LatestFigure(_Strict):
+    """The latest value in force on the month-end of a dated reference file (a credit score); a customer
+    with none has no value, which meets no condition."""
+
+    source: Literal["credit_scores"]
 
 
 class TransactionExclusions(_Strict):
@@ -76,7 +102,13 @@ class TransactionFigure(_Strict):
     exclude: TransactionExclusions = TransactionExclusions()
 
 
-Figure = Annotated[Union[BalanceFigure, TransactionFigure], Field(discriminator="source")]
+Figure = Annotated[Union[BalanceFigure, TransactionFigure, LedgerFigure, LatestFigure], Field(discriminator="source")]
+
+# Where each source's data comes from: a monthly dataset read over the figure's window, or a reference file.
+MONTHLY_SOURCES = ("balances", "transactions", "card_points")
+# Sources a bank may not have at all: a program reading one does not apply to a landing folder without it
+# (data-contract.md section 4). Balances and transactions every landing folder has.
+OPTIONAL_SOURCES = ("card_points", "credit_scores")
 
 
 class Points(_Strict):
@@ -306,8 +338,25 @@ class Program(_Strict):
 
     @property
     def history_months(self) -> dict[str, int]:
-        """How many months of each dataset an evaluation reads: {'balances': n, 'transactions': m}."""
-        needed = {"balances": 0, "transactions": 0}
+        """How many months of each monthly dataset an evaluation reads: {'balances': n, 'transactions': m, ...}."""
+        needed = dict.fromkeys(MONTHLY_SOURCES, 0)
         for figure in self.figures.values():
-            needed[figure.source] = max(needed[figure.source], figure.window_months)
+            if figure.source in needed:
+                needed[figure.source] = max(needed[figure.source], figure.window_months)
         return needed
+
+    @property
+    def reference_sources(self) -> list[str]:
+        """The reference files the figures read besides customers, products and credit events."""
+        return sorted({figure.source for figure in self.figures.values() if figure.source not in MONTHLY_SOURCES})
+
+    @property
+    def optional_sources(self) -> list[str]:
+        """The datasets the figures read that a bank may not have at all (``OPTIONAL_SOURCES``)."""
+        return sorted({figure.source for figure in self.figures.values() if figure.source in OPTIONAL_SOURCES})
+
+    @property
+    def valuation_currencies(self) -> list[str]:
+        """The currencies figures are valued in (each needs its rate in force on the month-end)."""
+        return sorted({figure.valued_in for figure in self.figures.values()
+                       if isinstance(figure, BalanceFigure) and figure.valued_in != "CNY"})

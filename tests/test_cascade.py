@@ -220,9 +220,12 @@ def test_plan_skips_an_unnamed_program_whose_window_lacks_history(tmp_path):
 
     plan = plan_run(landing, warehouse, load_programs(), june, june, programs_named=False)
 
-    # bohai_wealth reads one month of balances and no transactions, so it has all it needs.
-    assert plan.evaluations == [(june, "bohai_wealth"), (june, PROGRAM)]
-    [note] = plan.skipped
+    # bohai_wealth and the private-banking standards read one month of balances and no transactions, so
+    # they have all they need (icbc_money has USD rates); CGB does not apply to a bank without card data.
+    assert plan.evaluations == [(june, "bohai_wealth"), (june, PROGRAM), (june, "private_banking_8m"),
+                                (june, "private_banking_cbrc"), (june, "private_banking_ubs")]
+    note, not_applying = plan.skipped
+    assert not_applying.startswith("cgb_card_star: does not apply")
     assert note.startswith("boc_vip: skipped")
     assert str(landing / "transactions" / "2024-07") in note and "boc_vip" in note
     assert {str(m) for _, m, _ in plan.ingest} == {str(m) for m in month_range(Month.parse("2025-01"), june)}

@@ -19,7 +19,8 @@ from rules.loader import RULES_DIR, load_program, load_programs
 from ground.errors import RuleError
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
-SHIPPED = ("boc_vip", "bohai_wealth", "icbc_star")
+SHIPPED = ("boc_vip", "bohai_wealth", "cgb_card_star", "icbc_star", "private_banking_8m", "private_banking_cbrc",
+           "private_banking_ubs")
 
 
 def edited(base: str, *edits: tuple[str, str]) -> str:

@@ -81,7 +81,8 @@ class Bench:
     def balance_sum(self, month: str, customer: str, product: str, day_sum: str, month_end: str = "0",
                     risk_class: str = "normal") -> None:
         self.con.execute(
-            "INSERT INTO balance_month VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO balance_month (month, customer_id, product_code, risk_class, day_sum, month_end) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
             [Month.parse(month).first_day, customer, product, risk_class, D(day_sum), D(month_end)],
         )
 

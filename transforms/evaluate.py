@@ -15,6 +15,7 @@ import os
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from decimal import Decimal
 from pathlib import Path
 
 import duckdb
@@ -24,7 +25,7 @@ from rules import states
 from rules.loader import LoadedProgram, Vocabularies
 from stores import snapshots
 from ground.checksums import sha256_file
-from ground.errors import StateError
+from ground.errors import InputError, StateError
 from ground.months import Month, window
 from ground.paths import duckdb_path
 from transforms.version import code_version
@@ -37,7 +38,8 @@ _EMPTY_PREV = (
     "CAST(NULL AS INTEGER) AS failed_reviews, CAST(NULL AS DATE) AS buffer_since WHERE false"
 )
 # What the evaluation SQL reads besides the rule tables; ``prev_snapshot`` is last month's state.
-INPUT_TABLES = ("customers", "balance_month", "txn_figure_month", "held_products", "credit_events", "prev_snapshot")
+INPUT_TABLES = ("customers", "balance_month", "txn_figure_month", "card_points_month", "credit_scores", "held_products",
+                "credit_events", "fx_rates", "prev_snapshot")
 
 
 def prev_snapshot_query(prev_path: Path | None) -> tuple[str, dict]:
@@ -94,11 +96,27 @@ def check_chain(warehouse: Warehouse, program: str, months: list[Month]) -> None
             )
 
 
+def valuation_rates(con: duckdb.DuckDBPyConnection, loaded: LoadedProgram, month: Month) -> dict[str, Decimal]:
+    """CNY per unit of each currency the program's figures are valued in: the latest rate on or before the
+    month-end, however old (as for every conversion). None in force is an error naming the date."""
+    rates = {}
+    for currency in loaded.rules.valuation_currencies:
+        [(found,)] = con.execute(
+            "SELECT max_by(cny_per_unit, rate_date) FROM fx_rates WHERE currency = $currency AND rate_date <= $as_of",
+            {"currency": currency, "as_of": month.last_day},
+        ).fetchall()
+        if found is None:
+            raise InputError(f"{loaded.name} {month}: no {currency} rate in force on {month.last_day.isoformat()} "
+                             f"(fx_rates has none on or before it); its figures are compared in {currency}")
+        rates[currency] = found
+    return rates
+
+
 def _register_rules(con: duckdb.DuckDBPyConnection, loaded: LoadedProgram, vocab: Vocabularies, month: Month) -> int:
     states.define(con)  # the state machine's terms, which tier_decisions.sql calls
     for name, table in rule_tables(loaded, vocab).items():
         con.register(name, table)
-    scales = month_scales(loaded, month)
+    scales = month_scales(loaded, month, valuation_rates(con, loaded, month))
     con.register("eval_figures", scales.figures)
     return scales.points_scale
 

@@ -17,6 +17,7 @@ published with the same rename and manifest as the single-process path: the same
 rows and order.
 
 Only the window's months of the stored monthly sums go out, and only this program's transaction figures.
+Tables of no customer (fx_rates, for figures valued in another currency) go to every bucket whole.
 Which bucket a customer falls in does not matter for the result; the hash is computed once, here.
 """
 
@@ -55,9 +56,17 @@ _EXPORTS = {
         "SELECT * FROM txn_figure_month WHERE program = $program AND month BETWEEN $transactions_from AND $month_start",
         ("program", "transactions_from", "month_start"),
     ),
+    "card_points_month": (
+        "SELECT * FROM card_points_month WHERE month BETWEEN $card_points_from AND $month_start",
+        ("card_points_from", "month_start"),
+    ),
+    "credit_scores": ("SELECT * FROM credit_scores", ()),
     "held_products": ("SELECT * FROM held_products", ()),
     "credit_events": ("SELECT * FROM credit_events", ()),
+    "fx_rates": ("SELECT * FROM fx_rates", ()),
 }
+# Tables of no customer: every bucket reads them whole (written into the schema file, no bucket files).
+_WHOLE = ("fx_rates",)
 
 
 @dataclass(frozen=True)
@@ -102,12 +111,14 @@ def export(con: duckdb.DuckDBPyConnection, warehouse: Warehouse, loaded: LoadedP
     prev_path = evaluation.predecessor(warehouse, loaded.name, month, run_id)
     if prev_path is not None:
         snapshots.verify_published(warehouse, prev_path)
+    evaluation.valuation_rates(con, loaded, month)  # a missing rate fails here, not in every bucket
     prev_query, prev_params = evaluation.prev_snapshot_query(prev_path)
     params = {
         "program": loaded.name,
         "month_start": month.first_day,
         "balances_from": _first_month(loaded, month, "balances").first_day,
         "transactions_from": _first_month(loaded, month, "transactions").first_day,
+        "card_points_from": _first_month(loaded, month, "card_points").first_day,
         **prev_params,
     }
     queries = {table: query for table, (query, _) in _EXPORTS.items()}
@@ -119,8 +130,13 @@ def export(con: duckdb.DuckDBPyConnection, warehouse: Warehouse, loaded: LoadedP
     rows = {}
     for table, query in queries.items():
         bound = runner.bind(query, params)
-        con.execute(f"COPY (SELECT * FROM ({query}) LIMIT 0) TO {runner.literal(schema_file(run_dir, table))} "
-                    "(FORMAT parquet)", bound)
+        whole = table in _WHOLE
+        [(count,)] = con.execute(
+            f"COPY (SELECT * FROM ({query}){'' if whole else ' LIMIT 0'}) TO {runner.literal(schema_file(run_dir, table))} "
+            "(FORMAT parquet)", bound).fetchall()
+        if whole:
+            rows[table] = count
+            continue
         # PARTITION_BY writes inputs/<table>/bucket=<k>/ for each bucket with rows, without the bucket column.
         [(count,)] = con.execute(
             f"COPY (SELECT *, CAST(hash(customer_id) % CAST($partitions AS UBIGINT) AS INTEGER) AS bucket "

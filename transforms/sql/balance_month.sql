@@ -3,7 +3,7 @@
 -- (sparse balances). An account without duplicate keys contributes its sums from balance_accounts
 -- (a row there that passed its own checks and converted is good when its customer is known); an
 -- account with a duplicate key is summed again from its rows, one by one.
-INSERT INTO balance_month
+INSERT INTO balance_month (month, customer_id, product_code, risk_class, day_sum, month_end)
 WITH duplicated AS (
     SELECT DISTINCT account_id FROM balance_duplicates
 ),

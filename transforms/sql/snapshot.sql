@@ -10,7 +10,10 @@ WITH component_points AS (
                 FILTER (WHERE coef IS NOT NULL)), lambda pair: pair.value) AS pts_list,
            -- Each figure's CNY value (an average daily balance, a month-end balance, a counted
            -- amount), cut to the cent: what `tiers explain` shows as the figures that decided.
-           list_transform(list_sort(list({'ord': ord, 'value': CAST(CAST(num * 100 // scale AS DECIMAL(38, 0)) * 0.01 AS DECIMAL(18, 2))})),
+           -- Cut downwards for a negative (net) figure too: // truncates toward zero.
+           list_transform(list_sort(list({'ord': ord, 'value': CAST(CAST(
+               CASE WHEN num >= 0 THEN num * 100 // scale ELSE -((scale - 1 - num * 100) // scale) END
+               AS DECIMAL(38, 0)) * 0.01 AS DECIMAL(18, 2))})),
                 lambda pair: pair.value) AS fig_list
     FROM figure_measures
     GROUP BY customer_id

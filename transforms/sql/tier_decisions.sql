@@ -18,8 +18,10 @@ measure AS (
 group_check AS (
     -- The value against its threshold, as integers: sign(num * thr_den - thr_num * scale) is -1, 0 or 1;
     -- the condition's operator accepts the outcomes meets_from..meets_to (rules/compile.py, MEETS).
+    -- A missing value (NULL) meets no condition: bool_and would skip a NULL, so it counts as false.
     SELECT m.customer_id, k.tier, k.grp,
-           bool_and(sign(m.num * k.thr_den - k.thr_num * m.scale) BETWEEN k.meets_from AND k.meets_to) AS holds
+           bool_and(COALESCE(sign(m.num * k.thr_den - k.thr_num * m.scale) BETWEEN k.meets_from AND k.meets_to,
+                             false)) AS holds
     FROM rule_conditions AS k
     JOIN measure AS m ON m.measure = k.measure
     GROUP BY m.customer_id, k.tier, k.grp

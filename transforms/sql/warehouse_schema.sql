@@ -51,3 +51,10 @@ CREATE TABLE IF NOT EXISTS month_customers (
 -- Landing files were once hashed only when their (path, size, mtime) changed, which took a corrected
 -- file of the same size and mtime for unchanged. Content alone decides now (docs/decisions.md).
 DROP TABLE IF EXISTS file_checksums;
+
+-- The new programs' data (agreed with the ingestion work, spec/shared interface): card reward points
+-- summed per customer and month, credit scores as reference data (replaced whole when the file
+-- changes), and whether a balance row is in a foreign currency (part of balance_month's grain).
+CREATE TABLE IF NOT EXISTS card_points_month (month DATE NOT NULL, customer_id VARCHAR NOT NULL, points BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS credit_scores (customer_id VARCHAR NOT NULL, scored_on DATE NOT NULL, score INTEGER NOT NULL);
+ALTER TABLE balance_month ADD COLUMN IF NOT EXISTS foreign_currency BOOLEAN DEFAULT false;
