@@ -21,7 +21,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from ground.errors import RuleError
 from rules.loader import EQUITY_SETTINGS_FILE, LoadedProgram, default_rules_dir, load_settings
-from rules.schema import BalanceFigure, Identifier
+from rules.schema import BalanceFigure, Identifier, TransactionFigure
 
 DEFAULT_DISCOUNT_RATE = Decimal("0.08")
 DEFAULT_HORIZON_MONTHS = 60
@@ -67,15 +67,33 @@ def load_equity_settings(path: Path | None = None) -> tuple[EquitySettings, Path
     return settings, path
 
 
+def money_figures(program: LoadedProgram) -> dict[str, str]:
+    """The figures that are amounts of CNY, by kind: ``balance`` (an average or month-end balance) or
+    ``counted`` (transaction amounts over a window). Points, scores and figures valued in another
+    currency are not money the bank earns a margin on (the foreign-currency figure is also a part of a
+    CNY balance figure already), so they take no rate."""
+    kinds = {}
+    for name, figure in program.rules.figures.items():
+        if isinstance(figure, BalanceFigure):
+            if figure.valued_in == "CNY":
+                kinds[name] = "balance"
+        elif isinstance(figure, TransactionFigure):
+            kinds[name] = "counted"
+    return kinds
+
+
 def figure_rates(settings: EquitySettings, path: Path, program: LoadedProgram) -> dict[str, tuple[str, Decimal | None]]:
     """Each figure of ``program``: its kind (``balance`` or ``counted``) and its rate (None: no rate given).
     A rate for a figure the program does not have, or of the wrong kind, is an error naming the key."""
     rates = settings.programs.get(program.name, ProgramRates())
-    figures = program.rules.figures
-    kinds = {name: "balance" if isinstance(figure, BalanceFigure) else "counted" for name, figure in figures.items()}
+    kinds = money_figures(program)
+    others = sorted(set(program.rules.figures) - set(kinds))
     for key, given, kind in (("margin_rates", rates.margin_rates, "balance"), ("fee_rates", rates.fee_rates, "counted")):
         for name in given:
             where = f"{path}: programs.{program.name}.{key}.{name}"
+            if name in others:
+                raise RuleError(f"{where}: {name} is not an amount of CNY (a count, a score or a foreign-currency "
+                                "figure), so it earns no margin; remove its rate")
             if name not in kinds:
                 raise RuleError(f"{where}: {program.name} has no figure {name!r} (figures: {', '.join(kinds)})")
             if kinds[name] != kind:
