@@ -44,8 +44,9 @@ UNRATED_SHARE = 0.03
 STORY_SHARES = [("unrated", UNRATED_SHARE), ("ultra", 0.003), ("private", 0.005), ("riser", 0.07),
                 ("faller", 0.07)]
 
-# Wealth levels in CNY, log-uniform. Seven-star needs a 6-month short-term ADB of ~59.3M CNY, so
-# `ultra` starts above that even after the demand-deposit share and monthly drift.
+# Wealth levels in CNY, log-uniform. Seven-star needs a 6-month short-term ADB of ~5.93M CNY (80,000
+# points at 135 per 10,000), so `ultra` starts far above that even after the demand-deposit share and
+# monthly drift; `private` customers are mostly seven-star too, as ICBC's private-banking clients are.
 WEALTH_RANGE = (20.0, 2_000_000.0)
 ULTRA_WEALTH_RANGE = (80_000_000.0, 300_000_000.0)
 # Around the private-banking standards: 6M net (regulator), 8M gross, 10M gross (programs.md section 6).

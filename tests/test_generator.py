@@ -348,7 +348,7 @@ def test_star_points_spread_over_every_tier(big_db):
     tiers = rough_icbc_tiers(big_db, window)
     assert sorted(tiers) == [0, 1, 3, 4, 5, 6, 7]
     assert tiers[7] <= 0.02 * 2000  # seven-star stays rare
-    # seven-star on short-term balances alone (135 points per 10,000 CNY: an ADB of about 59.3M CNY)
+    # seven-star on short-term balances alone (135 points per 10,000 CNY: an ADB of about 5.93M CNY)
     assert scalar(big_db, f"""
         SELECT count(*) FROM (
             SELECT customer_id FROM balances
