@@ -15,10 +15,16 @@ Customer stories, chosen from `unit(customer_id, ...)`:
 - `riser`: from a chosen month on, balances grow by 5-25% a month, up to 25 times.
 - `faller`: in a month mid-period balances drop to near zero and the extra asset account closes, so
   the customer sits in a downgrade buffer until a June 30 / December 31 review.
+- `private`: 5M to 16M CNY, around the private-banking standards (6M net, 8M and 10M gross); half
+  of them owe a business loan of a fifth to four fifths of it, so net and gross assets tell them apart.
 Independent of the story (never for `unrated`): an extra asset account, a loan (a few substandard,
 `loss` while a `loan_loss` event is active), a credit card (a floor; balances on its overdraft
-account), a wealth/elite/private-banking product, a USD or HKD deposit account, a credit event
-(some cured during the period).
+account), a wealth/elite/private-banking product, a USD or HKD deposit or time deposit (far more
+often for `private` and `ultra`), a credit event (some cured during the period).
+Card holders also book installment plans (`card_installment` transactions), earn card reward
+points (`card_points`, a ledger of its own, not derived from the spending transactions) and most
+have a credit score (`credit_scores`, some below 550, some re-scored during the period); both
+follow one `card_activity` draw, so heavy card users reach Guangfa's upper star bands.
 """
 
 from __future__ import annotations
@@ -35,12 +41,17 @@ from ground.months import Month
 UNRATED_SHARE = 0.03
 
 # (story, share of all customers); the rest are `stable`.
-STORY_SHARES = [("unrated", UNRATED_SHARE), ("ultra", 0.003), ("riser", 0.07), ("faller", 0.07)]
+STORY_SHARES = [("unrated", UNRATED_SHARE), ("ultra", 0.003), ("private", 0.005), ("riser", 0.07),
+                ("faller", 0.07)]
 
-# Wealth levels in CNY, log-uniform. Seven-star needs a 6-month short-term ADB of ~59.3M CNY, so
-# `ultra` starts above that even after the demand-deposit share and monthly drift.
+# Wealth levels in CNY, log-uniform. Seven-star needs a 6-month short-term ADB of ~5.93M CNY (80,000
+# points at 135 per 10,000), so `ultra` starts far above that even after the demand-deposit share and
+# monthly drift; `private` customers are mostly seven-star too, as ICBC's private-banking clients are.
 WEALTH_RANGE = (20.0, 2_000_000.0)
 ULTRA_WEALTH_RANGE = (80_000_000.0, 300_000_000.0)
+# Around the private-banking standards: 6M net (regulator), 8M gross, 10M gross (programs.md section 6).
+PRIVATE_WEALTH_RANGE = (5_000_000.0, 16_000_000.0)
+PRIVATE_LOAN_SHARE = 0.5
 
 # The second asset account a customer may hold, by share of those who have one.
 EXTRA_ASSET_MIX = [
@@ -78,6 +89,21 @@ MERCHANT_CATEGORIES = [
 
 # Rough CNY per unit, only for sizing foreign-currency amounts; fx_rates holds the real rates.
 FX_APPROX = {"USD": 7.2, "HKD": 0.92}
+# Who holds a foreign-currency account: the rich far more often, so that some reach UBS's 2M USD.
+FX_SHARE = 0.03
+FX_SHARE_RICH = 0.4
+
+# Guangfa card stars (programs.md section 5) need installments and reward points over twelve months;
+# the card holder's `card_activity` draw sets both. Monthly points are log-uniform over this range
+# (a twelve-month sum of 6,000 to 1,200,000 against the bands 20,000 / 100,000 / 400,000).
+MONTHLY_POINTS_RANGE = (500.0, 100_000.0)
+POINTS_ENTRIES_MAX = 3                      # reward-points entries a card posts in a month: 1 to 3
+INSTALLMENT_CHANCE_RANGE = (0.03, 0.35)     # chance a month has an installment plan booked
+INSTALLMENT_AMOUNT_RANGE = (2_000.0, 60_000.0)
+# Credit scores (靠谱值, 300..850): most card holders have one, drawn so that about one in five is
+# below Guangfa's 550; some are re-scored during the period by up to 80 points either way.
+SCORED_SHARE = 0.88
+RESCORED_SHARE = 0.35
 
 # Account slots: the suffix of account_id, so an account id never depends on other customers.
 SLOT_DEMAND, SLOT_EXTRA, SLOT_LOAN, SLOT_CARD, SLOT_FX = range(5)
@@ -113,6 +139,7 @@ WITH numbered AS (
         CASE story
             WHEN 'unrated' THEN 0.0
             WHEN 'ultra' THEN log_uniform(unit(customer_id, 0, 'wealth'), {", ".join(map(str, ULTRA_WEALTH_RANGE))})
+            WHEN 'private' THEN log_uniform(unit(customer_id, 0, 'wealth'), {", ".join(map(str, PRIVATE_WEALTH_RANGE))})
             ELSE log_uniform(unit(customer_id, 0, 'wealth'), {", ".join(map(str, WEALTH_RANGE))})
         END AS wealth,
         story <> 'unrated' AS active,
@@ -128,11 +155,14 @@ WITH numbered AS (
         CASE WHEN has_extra AND unit(customer_id, 0, 'extra_opens') < 0.25
              THEN $period_start + floor(unit(customer_id, 0, 'extra_open_day') * $period_days)::INT END
             AS extra_open,
-        CASE WHEN active THEN {_pick("unit(customer_id, 0, 'loan')", [(p, s) for p, s, _ in LOANS])} END
+        CASE WHEN story = 'private' THEN
+                 CASE WHEN unit(customer_id, 0, 'loan') < {PRIVATE_LOAN_SHARE} THEN 'business_loan' END
+             WHEN active THEN {_pick("unit(customer_id, 0, 'loan')", [(p, s) for p, s, _ in LOANS])} END
             AS loan_product,
         CASE WHEN active THEN {_pick("unit(customer_id, 0, 'card')", CARD_MIX)} END AS card_product,
         CASE WHEN active THEN {_pick("unit(customer_id, 0, 'perk')", PERK_MIX)} END AS perk_product,
-        CASE WHEN active AND unit(customer_id, 0, 'fx') < 0.03
+        CASE WHEN active AND unit(customer_id, 0, 'fx')
+                  < CASE WHEN story IN ('private', 'ultra') THEN {FX_SHARE_RICH} ELSE {FX_SHARE} END
              THEN CASE WHEN unit(customer_id, 0, 'fx_currency') < 0.7 THEN 'USD' ELSE 'HKD' END END
             AS fx_currency,
         -- mean activity over all customers is 1, so txns_per_customer_month is the overall mean
@@ -144,9 +174,10 @@ WITH numbered AS (
     FROM sized
 ), dated AS (
     SELECT *,
-        {_lookup("loan_product", {
-            product: f"log_uniform(unit(customer_id, 0, 'loan_amount'), {low}, {high})"
-            for product, _, (low, high) in LOANS})} AS loan_amount,
+        CASE WHEN story = 'private' THEN wealth * (0.2 + 0.6 * unit(customer_id, 0, 'loan_amount'))
+             ELSE {_lookup("loan_product", {
+                 product: f"log_uniform(unit(customer_id, 0, 'loan_amount'), {low}, {high})"
+                 for product, _, (low, high) in LOANS})} END AS loan_amount,
         CASE WHEN unit(customer_id, 0, 'loan_opens') < 0.15
              THEN $period_start + floor(unit(customer_id, 0, 'loan_open_day') * $period_days)::INT END
             AS loan_open,
@@ -176,6 +207,7 @@ WITH numbered AS (
     FROM dated
 )
 SELECT *,
+    CASE WHEN card_product IS NOT NULL THEN unit(customer_id, 0, 'card_activity') END AS card_activity,
     ended_by(customer_id, 'card', 0.2, card_opened, 1, $period_start, $period_days) AS card_closed,
     ended_by(customer_id, 'perk', 0.1, perk_opened, 1, $period_start, $period_days) AS perk_closed,
     ended_by(customer_id, 'event', 0.5, event_started, 60, $period_start, $period_days) AS event_cured
@@ -202,7 +234,9 @@ WITH slots AS (
         least(50000, greatest(200, wealth * 0.03)), card_opened, card_closed
     FROM customers WHERE card_product IS NOT NULL
     UNION ALL
-    SELECT cust_num, customer_id, {SLOT_FX}, 'demand_deposit', fx_currency, 'daily',
+    SELECT cust_num, customer_id, {SLOT_FX},
+        CASE WHEN unit(customer_id, 0, 'fx_product') < 0.4 THEN 'time_deposit' ELSE 'demand_deposit' END,
+        fx_currency, 'daily',
         greatest(100, wealth * (0.1 + 0.4 * unit(customer_id, 0, 'fx_share'))
             / {_lookup("fx_currency", FX_APPROX)}),
         NULL, NULL
@@ -231,7 +265,7 @@ WITH factored AS (
     FROM customers
     WHERE active
 )
-SELECT cust_num, customer_id, card_product, card_opened, card_closed, fx_currency, asset_factor,
+SELECT cust_num, customer_id, card_product, card_opened, card_closed, card_activity, fx_currency, asset_factor,
     -- floor(x + U) with U uniform on [0, 1) has mean x: whole counts, exact average
     floor($txns_per_customer_month * activity + unit(cust_num, $month_index, 'txn_count'))::INT AS txn_count,
     -- the month's turnover follows wealth and is shared out over the expected count, so star
@@ -299,26 +333,103 @@ WITH numbered AS (
                 * log_uniform(unit(cust_num, txn_key, 'amount'), 0.2, 5.0)
         END AS amount_cny
     FROM drawn
+), ordinary AS (
+    SELECT
+        cust_num, seq,
+        'T' || strftime($month_start, '%Y%m') || '-' || customer_id[2:] || '-' || seq AS txn_id,
+        customer_id || '-' || lpad(slot::VARCHAR, 2, '0') AS account_id,
+        customer_id,
+        txn_date,
+        txn_type,
+        greatest(0.01, CASE WHEN slot = {SLOT_FX}
+            THEN amount_cny / {_lookup("fx_currency", FX_APPROX)}
+            ELSE amount_cny END)::DECIMAL(18, 2) AS amount,
+        CASE WHEN slot = {SLOT_FX} THEN fx_currency ELSE 'CNY' END AS currency,
+        CASE WHEN txn_type = 'card_pos'
+            THEN {MERCHANT_CATEGORIES!r}[1 + floor(unit(cust_num, txn_key, 'mcc') * {len(MERCHANT_CATEGORIES)})::INT]
+        END AS merchant_category,
+        CASE WHEN txn_type IN ('remittance', 'remote_cash') THEN
+            CASE WHEN unit(cust_num, txn_key, 'fee_factor') < 0.15 THEN 0.8
+                 WHEN unit(cust_num, txn_key, 'fee_factor') < 0.22 THEN 0.5 END
+        END::DECIMAL(3, 2) AS fee_factor
+    FROM routed
+), installments AS (
+    -- at most one installment plan a month, on the card, more often and larger for heavy card users
+    SELECT cust_num, -1 AS seq,
+        'I' || strftime($month_start, '%Y%m') || '-' || customer_id[2:] AS txn_id,
+        customer_id || '-' || lpad({SLOT_CARD}::VARCHAR, 2, '0') AS account_id,
+        customer_id,
+        $month_start + floor(unit(cust_num, $month_index, 'installment_day') * $month_days)::INT AS txn_date,
+        'card_installment' AS txn_type,
+        log_uniform(0.5 * card_activity + 0.5 * unit(cust_num, $month_index, 'installment_amount'),
+            {", ".join(map(str, INSTALLMENT_AMOUNT_RANGE))})::DECIMAL(18, 2) AS amount,
+        'CNY' AS currency,
+        NULL::VARCHAR AS merchant_category,
+        NULL::DECIMAL(3, 2) AS fee_factor,
+        card_opened, card_closed
+    FROM month_customers
+    WHERE card_product IS NOT NULL
+      AND unit(cust_num, $month_index, 'installment')
+          < {INSTALLMENT_CHANCE_RANGE[0]} + {INSTALLMENT_CHANCE_RANGE[1] - INSTALLMENT_CHANCE_RANGE[0]} * card_activity
+)
+SELECT txn_id, account_id, customer_id, txn_date, txn_type, amount, currency, merchant_category, fee_factor
+FROM (
+    SELECT * FROM ordinary
+    UNION ALL
+    SELECT * EXCLUDE (card_opened, card_closed) FROM installments
+    WHERE card_opened <= txn_date AND (card_closed IS NULL OR txn_date < card_closed)
+)
+ORDER BY txn_date, cust_num, seq
+"""
+
+# A card's reward points for the month (Guangfa's 积分): 1 to 3 entries while the card is held.
+CARD_POINTS_SQL = f"""
+WITH holders AS (
+    SELECT cust_num, customer_id, card_opened, card_closed,
+        1 + floor(unit(cust_num, $month_index, 'points_entries') * {POINTS_ENTRIES_MAX})::INT AS entries,
+        log_uniform(0.7 * card_activity + 0.3 * unit(cust_num, $month_index, 'points_month'),
+            {", ".join(map(str, MONTHLY_POINTS_RANGE))}) AS month_points
+    FROM month_customers
+    WHERE card_product IS NOT NULL
+), entries AS (
+    SELECT *, unnest(range(entries)) AS seq FROM holders
+), dated AS (
+    SELECT *,
+        $month_start + floor(unit(cust_num, $month_index * 100 + seq, 'points_day') * $month_days)::INT
+            AS posted_on
+    FROM entries
 )
 SELECT
-    'T' || strftime($month_start, '%Y%m') || '-' || customer_id[2:] || '-' || seq AS txn_id,
-    customer_id || '-' || lpad(slot::VARCHAR, 2, '0') AS account_id,
+    'P' || strftime($month_start, '%Y%m') || '-' || customer_id[2:] || '-' || seq AS entry_id,
     customer_id,
-    txn_date,
-    txn_type,
-    greatest(0.01, CASE WHEN slot = {SLOT_FX}
-        THEN amount_cny / {_lookup("fx_currency", FX_APPROX)}
-        ELSE amount_cny END)::DECIMAL(18, 2) AS amount,
-    CASE WHEN slot = {SLOT_FX} THEN fx_currency ELSE 'CNY' END AS currency,
-    CASE WHEN txn_type = 'card_pos'
-        THEN {MERCHANT_CATEGORIES!r}[1 + floor(unit(cust_num, txn_key, 'mcc') * {len(MERCHANT_CATEGORIES)})::INT]
-    END AS merchant_category,
-    CASE WHEN txn_type IN ('remittance', 'remote_cash') THEN
-        CASE WHEN unit(cust_num, txn_key, 'fee_factor') < 0.15 THEN 0.8
-             WHEN unit(cust_num, txn_key, 'fee_factor') < 0.22 THEN 0.5 END
-    END::DECIMAL(3, 2) AS fee_factor
-FROM routed
-ORDER BY txn_date, cust_num, seq
+    posted_on,
+    -- whole points, at least 1; (0.5 + U) has mean 1, so the month's entries sum to month_points on average
+    greatest(1, round(month_points / entries * (0.5 + unit(cust_num, $month_index * 100 + seq, 'points'))))::BIGINT
+        AS points
+FROM dated
+WHERE card_opened <= posted_on AND (card_closed IS NULL OR posted_on < card_closed)
+ORDER BY posted_on, cust_num, seq
+"""
+
+# A first score some time before the period, and for some a second one during it.
+CREDIT_SCORES_SQL = f"""
+WITH scored AS (
+    SELECT cust_num, customer_id,
+        $period_start - (30 + floor(unit(customer_id, 0, 'scored_before') * 365))::INT AS first_scored_on,
+        (380 + floor(470 * pow(unit(customer_id, 0, 'score'), 0.6)))::INT AS first_score,
+        unit(customer_id, 0, 'rescored') < {RESCORED_SHARE} AS rescored
+    FROM customers
+    WHERE card_product IS NOT NULL AND unit(customer_id, 0, 'scored') < {SCORED_SHARE}
+)
+SELECT customer_id, scored_on, score FROM (
+    SELECT cust_num, customer_id, first_scored_on AS scored_on, first_score AS score FROM scored
+    UNION ALL
+    SELECT cust_num, customer_id,
+        $period_start + floor(unit(customer_id, 0, 'rescored_on') * $period_days)::INT,
+        least(850, greatest(300, first_score - 80 + floor(161 * unit(customer_id, 0, 'rescore'))))::INT
+    FROM scored WHERE rescored
+)
+ORDER BY cust_num, scored_on
 """
 
 CUSTOMERS_FILE_SQL = "SELECT customer_id, segment FROM customers ORDER BY cust_num"
@@ -421,8 +532,8 @@ def generate_landing(out_dir: Path, customers: int = 10_000, first_month: str = 
     if customers < 1 or months < 1:
         raise ValueError("customers and months must be at least 1")
     out_dir = Path(out_dir)
-    (out_dir / "balances").mkdir(parents=True, exist_ok=True)
-    (out_dir / "transactions").mkdir(parents=True, exist_ok=True)
+    for monthly in ("balances", "transactions", "card_points"):
+        (out_dir / monthly).mkdir(parents=True, exist_ok=True)
     month_starts = _month_starts(first_month, months)
     period_start, period_end = month_starts[0], _month_end(month_starts[-1])
     period = {"period_start": period_start, "period_days": (period_end - period_start).days + 1, "months": months}
@@ -432,19 +543,22 @@ def generate_landing(out_dir: Path, customers: int = 10_000, first_month: str = 
     con.execute(ACCOUNTS_SQL, {"period_start": period_start})
 
     ext = file_format
-    rows = {"balances": 0, "transactions": 0}
+    rows = {"balances": 0, "transactions": 0, "card_points": 0}
     for month_index, month_start in enumerate(month_starts):
         name = f"{month_start:%Y-%m}.{ext}"
         con.execute(MONTH_CUSTOMERS_SQL,
                     {"month_index": month_index, "txns_per_customer_month": txns_per_customer_month})
         rows["balances"] += _copy(con, BALANCES_SQL, out_dir / "balances" / name, file_format, {
             "month_index": month_index, "month_start": month_start, "month_end": _month_end(month_start)})
-        rows["transactions"] += _copy(con, TRANSACTIONS_SQL, out_dir / "transactions" / name, file_format, {
-            "month_index": month_index, "month_start": month_start, "month_days": _month_end(month_start).day})
+        in_month = {"month_index": month_index, "month_start": month_start, "month_days": _month_end(month_start).day}
+        rows["transactions"] += _copy(con, TRANSACTIONS_SQL, out_dir / "transactions" / name, file_format, in_month)
+        rows["card_points"] += _copy(con, CARD_POINTS_SQL, out_dir / "card_points" / name, file_format, in_month)
 
     rows["customers"] = _copy(con, CUSTOMERS_FILE_SQL, out_dir / f"customers.{ext}", file_format, {})
     rows["products"] = _copy(con, PRODUCTS_SQL, out_dir / f"products.{ext}", file_format, {})
     rows["credit_events"] = _copy(con, CREDIT_EVENTS_SQL, out_dir / f"credit_events.{ext}", file_format, {})
+    rows["credit_scores"] = _copy(con, CREDIT_SCORES_SQL, out_dir / f"credit_scores.{ext}", file_format, {
+        "period_start": period_start, "period_days": period["period_days"]})
     rows["fx_rates"] = _copy(con, FX_RATES_SQL, out_dir / f"fx_rates.{ext}", file_format, {
         "period_start": period_start, "period_end": period_end, "seed": seed})
     con.close()
@@ -457,8 +571,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m data.generator", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Write a synthetic landing folder for tiers (data-contract.md section 1): the customers, "
-                    "products, credit_events and fx_rates files, and balances/ and transactions/ with one file a "
-                    "month. The same arguments give byte-identical files.",
+                    "products, credit_events, credit_scores and fx_rates files, and balances/, transactions/ and "
+                    "card_points/ with one file a month. The same arguments give byte-identical files.",
         epilog="Prints a JSON summary (the months written and the rows per file kind) when done.")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", default=argparse.SUPPRESS,
                         help="landing folder to write (required; created if missing); files of the same names are "
@@ -466,8 +580,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--customers", type=int, default=10_000, metavar="N", help="synthetic customers")
     parser.add_argument("--first-month", default="2024-08", metavar="YYYY-MM", help="the first month of data")
     parser.add_argument("--months", type=int, default=17, metavar="N",
-                        help="months of balances and transactions from --first-month (an evaluation at a "
-                             "month-end needs its window's months before it: 6 for icbc_star)")
+                        help="months of balances, transactions and card points from --first-month (an evaluation "
+                             "at a month-end needs its window's months before it: 6 for icbc_star, 12 for boc_vip "
+                             "and cgb_card_star)")
     parser.add_argument("--seed", type=int, default=7, help="the seed of every random draw")
     parser.add_argument("--format", dest="file_format", choices=sorted(FORMATS), default="csv",
                         help="the landing files' format")
