@@ -423,17 +423,11 @@ def run(
     """The month-end run: ingest what the window needs, evaluate, publish (and re-run later published months)."""
     _folder("--input", input_dir, "the landing folder")
     _month("--month", month)
-    _check_programs(program)
-    _warehouse_folder(warehouse)
-    _check_executor(executor, dask_address, partitions)
-    _use_running_prefect_server()
-    _check_reachable(dask_address)
+    _check_writing_run(program, warehouse, executor, dask_address, partitions)
     from flows.runs import month_end
 
-    with progress.reporting(out):
-        result = month_end(str(input_dir), month, str(warehouse), program, max_bad_rows, wait,
-                           executor, dask_address, partitions, require_control=require_control)
-    _print_summary(result)
+    _show_run(month_end, str(input_dir), month, str(warehouse), program, max_bad_rows, wait,
+              executor, dask_address, partitions, require_control=require_control)
 
 
 @app.command()
@@ -454,16 +448,26 @@ def backfill(
     """Evaluate every month from --from to --to in order, carrying state month to month."""
     _folder("--input", input_dir, "the landing folder")
     _span(first, last)
+    _check_writing_run(program, warehouse, executor, dask_address, partitions)
+    from flows.runs import backfill as backfill_flow
+
+    _show_run(backfill_flow, str(input_dir), first, last, str(warehouse), program, max_bad_rows, wait,
+              executor, dask_address, partitions, require_control=require_control)
+
+
+def _check_writing_run(program, warehouse: Path, executor: str, dask_address, partitions) -> None:
+    """What run and backfill check before Prefect is imported, and the Prefect server they will use."""
     _check_programs(program)
     _warehouse_folder(warehouse)
     _check_executor(executor, dask_address, partitions)
     _use_running_prefect_server()
     _check_reachable(dask_address)
-    from flows.runs import backfill as backfill_flow
 
+
+def _show_run(run_flow: Callable, *args, **options) -> None:
+    """Run a writing flow with progress bars on the terminal, then print its summary."""
     with progress.reporting(out):
-        result = backfill_flow(str(input_dir), first, last, str(warehouse), program, max_bad_rows, wait,
-                               executor, dask_address, partitions, require_control=require_control)
+        result = run_flow(*args, **options)
     _print_summary(result)
 
 
@@ -477,34 +481,38 @@ def demo(
         "data/landing"
     ),
     warehouse: WarehouseDir = DEFAULT_WAREHOUSE,
-    program: Annotated[str, typer.Option("--program", help="Program to evaluate.")] = "icbc_star",
+    program: Programs = None,
 ):
-    """Generate a synthetic landing folder, backfill it, and show the tiers month by month."""
+    """Generate a synthetic landing folder, backfill every program (or the named ones) over it, and show
+    the tiers month by month."""
     from rules import load_programs
 
     last_month = _month("--to", last)
     if landing_dir.exists() and not landing_dir.is_dir():
         raise TiersError(f"--landing {landing_dir}: not a folder")
     _warehouse_folder(warehouse)
-    _check_programs([program])
-    [loaded] = load_programs([program])  # a broken rule file fails here, before the data is generated
+    _check_programs(program)
+    loaded = load_programs(program)  # a broken rule file fails here, before the data is generated
+    names = [each.name for each in loaded]
     _use_running_prefect_server()
     from data.generator import generate_landing
     from flows.runs import backfill as backfill_flow
     from interfaces.report import tier_counts
 
     first_month = last_month.plus(-(months - 1))
-    # The first month-end's window reaches back this far, so the landing data starts there.
-    history = max(loaded.rules.history_months.values())
+    # The first month-end's windows reach back this far, so the landing data starts there.
+    history = max(max(each.rules.history_months.values()) for each in loaded)
     first_data = first_month.plus(-(history - 1))
     out.print(f"Generating {customers:,} customers from {first_data} to {last_month} in {landing_dir} ...")
     generate_landing(landing_dir, customers=customers, first_month=str(first_data), months=months + history - 1)
-    out.print(f"Backfilling {program} from {first_month} to {last_month} into {warehouse} ...")
+    out.print(f"Backfilling {', '.join(names)} from {first_month} to {last_month} into {warehouse} ...")
     with progress.reporting(out):
-        result = backfill_flow(str(landing_dir), str(first_month), str(last_month), str(warehouse), [program])
-    out.print(tier_counts(warehouse, program))
-    out.print(f"\nSnapshots: {warehouse}/snapshots ({len(result['evaluated'])} months). Try next:\n")
-    for command in _next_commands(warehouse, program, last_month):
+        result = backfill_flow(str(landing_dir), str(first_month), str(last_month), str(warehouse), names)
+    for name in names:
+        out.print(tier_counts(warehouse, name))
+    months_published = len({evaluated.month for evaluated in result["evaluated"]})
+    out.print(f"\nSnapshots: {warehouse}/snapshots ({len(names)} programs, {months_published} months). Try next:\n")
+    for command in _next_commands(warehouse, names[0], last_month):
         out.print(f"  {command}", markup=False, highlight=False, soft_wrap=True)
 
 
