@@ -12,7 +12,7 @@ from stores import snapshots
 from ground.errors import InputError
 from ground.months import Month, month_range, window
 from stores.warehouse import Warehouse
-from transforms import landing
+from transforms import landing, sources
 from transforms.evaluate import check_chain
 
 
@@ -52,7 +52,7 @@ def _before_landing(input_dir: Path, month: Month) -> bool:
     """Whether ``month`` comes before the landing folder's first month, over every monthly dataset (a
     bank's first months: history that was never extracted). A dataset that starts later than another
     has a gap, not a beginning."""
-    landed = [first for dataset in landing.MONTHLY if (first := landing.landed_months(input_dir, dataset)[:1])]
+    landed = [first for dataset in (s.name for s in sources.monthly()) if (first := landing.landed_months(input_dir, dataset)[:1])]
     return bool(landed) and month < min(landed)[0]
 
 

@@ -20,6 +20,7 @@ from ground.errors import BadRowsError, TiersError
 from ground.months import Month
 from ground.progress import current
 from stores.warehouse import Warehouse
+from transforms.landing import HashAhead
 from transforms.quarantine import bad_rows_message
 
 
@@ -101,13 +102,14 @@ def _locked_run(input_path: Path, warehouse: Warehouse, first_month: Month, last
     with _evaluator(executor, dask_address, partitions, warehouse, warehouse_dir) as evaluate:
         progress.stage("ingest", 1 + len(plan.ingest))
         progress.stage("evaluate", len(plan.evaluations))
+        ahead = HashAhead()  # this run's files hashed ahead of their ingestion
         ingested = tasks.ingest_reference(input_dir, warehouse_dir,
                                           months_ahead=[(dataset, str(month)) for dataset, month, _ in plan.ingest],
-                                          require_control=require_control)
+                                          require_control=require_control, ahead=ahead)
         progress.advance("ingest", "reference files")
         for dataset, month, needed_by in plan.ingest:
             ingested.append(tasks.ingest_month(input_dir, warehouse_dir, dataset, str(month), needed_by,
-                                               require_control=require_control))
+                                               require_control=require_control, ahead=ahead))
             progress.advance("ingest", f"{dataset}/{month}")
         files = [f for result in ingested for f in result.files]
         record.rows_read = sum(f.rows_read for f in files)

@@ -24,6 +24,7 @@ from transforms import evaluate as evaluation
 from transforms import runner
 from transforms import partitioned
 from transforms.ingest import IngestResult, Ingestor
+from transforms.landing import HashAhead
 
 
 def _transient(task, task_run, state) -> bool:
@@ -42,22 +43,25 @@ def _programs(rules_file: str | None) -> list[LoadedProgram]:
     return [load_program(Path(rules_file))] if rules_file else load_valid_programs()
 
 
-def _ingestor(con, input_dir: str, warehouse: Warehouse, rules_file: str | None, require_control: bool = False) -> Ingestor:
+def _ingestor(con, input_dir: str, warehouse: Warehouse, rules_file: str | None, require_control: bool = False,
+              ahead: HashAhead | None = None) -> Ingestor:
     return Ingestor(con, Path(input_dir), warehouse.quarantine, load_vocabularies(), _programs(rules_file),
-                    require_control=require_control)
+                    require_control=require_control, ahead=ahead)
 
 
 @task(name="ingest-reference", cache_policy=NO_CACHE, persist_result=False, retries=2, retry_delay_seconds=2,
       retry_condition_fn=_transient)
 def ingest_reference(input_dir: str, warehouse_dir: str, rules_file: str | None = None,
-                     months_ahead: list[tuple[str, str]] | None = None, require_control: bool = False) -> list[IngestResult]:
+                     months_ahead: list[tuple[str, str]] | None = None, require_control: bool = False,
+                     ahead: HashAhead | None = None) -> list[IngestResult]:
     """The reference files; then the files of ``months_ahead`` (dataset, month), which the run ingests
-    next, start being hashed in the background. With ``require_control``, every one of those files must
+    next, start being hashed in the background (by ``ahead``, the run's, which its ingest_month tasks are
+    given too). With ``require_control``, every one of those files must
     have its control file before anything is read."""
     warehouse = Warehouse(Path(warehouse_dir))
     months = [(dataset, Month.parse(month)) for dataset, month in months_ahead or []]
     with runner.connect(warehouse) as con:
-        ingestor = _ingestor(con, input_dir, warehouse, rules_file, require_control)
+        ingestor = _ingestor(con, input_dir, warehouse, rules_file, require_control, ahead)
         ingestor.check_ready(months)
         results = ingestor.ingest_all_reference()
         ingestor.hash_months_ahead(months)
@@ -67,10 +71,11 @@ def ingest_reference(input_dir: str, warehouse_dir: str, rules_file: str | None 
 @task(name="ingest-month", task_run_name="ingest-{dataset}-{month}", cache_policy=NO_CACHE, persist_result=False, retries=2,
       retry_delay_seconds=2, retry_condition_fn=_transient)
 def ingest_month(input_dir: str, warehouse_dir: str, dataset: str, month: str, needed_by: str,
-                 rules_file: str | None = None, require_control: bool = False) -> IngestResult:
+                 rules_file: str | None = None, require_control: bool = False,
+                 ahead: HashAhead | None = None) -> IngestResult:
     warehouse = Warehouse(Path(warehouse_dir))
     with runner.connect(warehouse) as con:
-        ingestor = _ingestor(con, input_dir, warehouse, rules_file, require_control)
+        ingestor = _ingestor(con, input_dir, warehouse, rules_file, require_control, ahead)
         return ingestor.ingest_month(dataset, Month.parse(month), needed_by)
 
 

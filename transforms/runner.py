@@ -88,22 +88,23 @@ def producers() -> dict[str, str]:
 
 def plan(targets: list[str], have: frozenset[str] = frozenset()) -> list[Step]:
     """The files that make ``targets`` (file names), inputs first, skipping what ``have`` names (made
-    already on the connection) and the warehouse's tables."""
-    made_by, order, visiting, done = producers(), [], set(), set(have) | set(steps()[_SCHEMA].makes)
+    already on the connection) and the warehouse's tables. A statement (an INSERT into a warehouse table)
+    runs whenever it is a target or an input: it makes no name that could say it ran."""
+    made_by, order, visiting = producers(), [], set()
+    available = set(have) | set(steps()[_SCHEMA].makes)
 
     def visit(name: str) -> None:
-        if name in done:
+        step = steps()[name]
+        if step.makes and all(made in available for made in step.makes):
             return
         if name in visiting:
             raise ValueError(f"SQL graph has a cycle through {name}")
         visiting.add(name)
-        step = steps()[name]
         for read in step.reads:
-            if read not in step.registered and read not in done:
+            if read not in step.registered and read not in available:
                 visit(made_by[read])
         visiting.discard(name)
-        done.add(name)
-        done.update(step.makes)
+        available.update(step.makes)
         order.append(step)
 
     for target in targets:
