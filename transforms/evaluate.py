@@ -25,7 +25,7 @@ from stores import snapshots
 from ground.checksums import sha256_file
 from ground.errors import StateError
 from ground.months import Month, window
-from ground.paths import duckdb_path
+from ground.paths import duckdb_path, path_literal
 from transforms.version import code_version
 from stores.warehouse import Warehouse
 from transforms import runner, sources
@@ -223,7 +223,7 @@ def write_snapshot(con: duckdb.DuckDBPyConnection, loaded: LoadedProgram, vocab:
     query = all_nullable(f"SELECT * EXCLUDE (pts_list, fig_list){spread} FROM ({snapshot_sql})")
     started = time.perf_counter()
     [(rows,)] = con.execute(
-        f"COPY ({query}) TO {runner.path_literal(target)} (FORMAT parquet, COMPRESSION zstd)",
+        f"COPY ({query}) TO {path_literal(target)} (FORMAT parquet, COMPRESSION zstd)",
         runner.bind(snapshot_sql, params),
     ).fetchall()
     seconds["write"] = time.perf_counter() - started

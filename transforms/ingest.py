@@ -26,6 +26,7 @@ from rules.loader import VOCABULARIES_FILE, LoadedProgram, Vocabularies
 from ground.checksums import sha256_file
 from ground.errors import InputError
 from ground.months import Month
+from ground.paths import path_literal
 from transforms import landing, runner, sources, txn_figures
 
 # Reference datasets in load order, with whether the landing folder must have them (sources.py).
@@ -248,7 +249,7 @@ class Ingestor:
         self.con.execute(
             f"COPY (SELECT $dataset AS dataset, $month AS month, source_file, source_row, problem_column, reason, "
             f"{raw_columns} FROM {validated} WHERE reason IS NOT NULL ORDER BY source_file, source_row) "
-            f"TO {runner.path_literal(staged)} (FORMAT parquet)",
+            f"TO {path_literal(staged)} (FORMAT parquet)",
             {"dataset": dataset, "month": str(month) if month else None},
         )
         return staged

@@ -36,7 +36,7 @@ import duckdb
 from rules.loader import LoadedProgram, Vocabularies
 from stores import snapshots
 from ground.months import Month, window
-from ground.paths import duckdb_path
+from ground.paths import duckdb_path, path_literal
 from stores.warehouse import Warehouse
 from transforms import evaluate as evaluation
 from transforms import runner, sources
@@ -115,18 +115,18 @@ def export(con: duckdb.DuckDBPyConnection, warehouse: Warehouse, loaded: LoadedP
     rows = {}
     for table, query in queries.items():
         bound = runner.bind(query, params)
-        con.execute(f"COPY (SELECT * FROM ({query}) LIMIT 0) TO {runner.path_literal(schema_file(run_dir, table))} "
+        con.execute(f"COPY (SELECT * FROM ({query}) LIMIT 0) TO {path_literal(schema_file(run_dir, table))} "
                     "(FORMAT parquet)", bound)
         if table in shared:  # no customer_id: every bucket reads the whole table
             folder = run_dir / "inputs" / table / "all"
             folder.mkdir(parents=True, exist_ok=True)
             [(rows[table],)] = con.execute(
-                f"COPY ({query}) TO {runner.path_literal(folder / 'data.parquet')} (FORMAT parquet)", bound).fetchall()
+                f"COPY ({query}) TO {path_literal(folder / 'data.parquet')} (FORMAT parquet)", bound).fetchall()
             continue
         # PARTITION_BY writes inputs/<table>/bucket=<k>/ for each bucket with rows, without the bucket column.
         [(count,)] = con.execute(
             f"COPY (SELECT *, CAST(hash(customer_id) % CAST($partitions AS UBIGINT) AS INTEGER) AS bucket "
-            f"FROM ({query})) TO {runner.path_literal(run_dir / 'inputs' / table)} "
+            f"FROM ({query})) TO {path_literal(run_dir / 'inputs' / table)} "
             "(FORMAT parquet, PARTITION_BY (bucket), OVERWRITE)",
             {**bound, "partitions": partitions},
         ).fetchall()
@@ -169,8 +169,9 @@ def evaluate_bucket(run_dir: Path, bucket: int, loaded: LoadedProgram, vocab: Vo
     started = time.perf_counter()
     spill = Path(tempfile.mkdtemp(prefix="tiers-bucket-"))  # local disk: spilling over NFS is slow
     try:
-        # SET takes no parameters: the limits are the connection's configuration instead.
-        with duckdb.connect(config={"memory_limit": f"{int(memory_limit_bytes)}B", "temp_directory": str(spill)}) as con:
+        with duckdb.connect() as con:
+            con.execute("SET memory_limit = $limit", {"limit": f"{int(memory_limit_bytes)}B"})
+            con.execute("SET temp_directory = $dir", {"dir": str(spill)})
             load_bucket(con, run_dir, bucket)
             seconds = {"load": time.perf_counter() - started}
             target = part_file(run_dir, bucket)
@@ -202,7 +203,7 @@ def combine(con: duckdb.DuckDBPyConnection, warehouse: Warehouse, run_dir: Path,
     [(rows,)] = con.execute(
         f"COPY ({evaluation.all_nullable('SELECT * FROM read_parquet($parts, hive_partitioning = false)')} "
         "ORDER BY customer_id) "
-        f"TO {runner.path_literal(staged)} (FORMAT parquet, COMPRESSION zstd)",
+        f"TO {path_literal(staged)} (FORMAT parquet, COMPRESSION zstd)",
         {"parts": [duckdb_path(p) for p in parts]},
     ).fetchall()
     return staged, rows

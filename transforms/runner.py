@@ -161,9 +161,3 @@ def connect(warehouse: Warehouse) -> duckdb.DuckDBPyConnection:
 def run(con: duckdb.DuckDBPyConnection, name: str, **params) -> duckdb.DuckDBPyConnection:
     """Execute ``sql/<name>.sql`` alone (its inputs already in place)."""
     return execute(con, steps()[name], params)
-
-
-def path_literal(path: object) -> str:
-    """A quoted SQL string literal of a file path, for the one place DuckDB takes no parameter: COPY ... TO
-    'path'. Nothing else is ever written into SQL text as a value (tests/test_sql_graph.py checks)."""
-    return "'" + str(path).replace("'", "''") + "'"
