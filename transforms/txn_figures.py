@@ -27,18 +27,21 @@ _RULE = ("STRUCT(program VARCHAR, figure VARCHAR, txn_types VARCHAR[], cap DECIM
          "apply_fee_factor BOOLEAN, exclude_single_above DECIMAL(18, 2), excluded_mccs VARCHAR[])")
 
 
-def _counted(position: int) -> str:
+def _counted(position: int, rule: dict) -> str:
     """The list element of the figure at ``position`` (from 1) in ``txn_figure_rules``: its sum over the
     rows it counts. The rule's values are read with getvariable(), which DuckDB folds into constants
-    where the macro is used: nothing of the rules is written into the SQL text."""
-    rule = f"getvariable('txn_figure_rules')[{position}]"
-    condition = (f"good AND list_contains({rule}.txn_types, txn_type) "
-                 f"AND ({rule}.exclude_single_above IS NULL OR amount <= {rule}.exclude_single_above) "
-                 # A row without a merchant category is never excluded.
-                 f"AND (mcc IS NULL OR NOT list_contains({rule}.excluded_mccs, mcc))")
-    counted = f"txn_counted(amount, fee, {rule}.cap, {rule}.apply_fee_factor)"
-    return (f"{{'program': {rule}.program, 'figure': {rule}.figure, "
-            f"'counted': sum({counted}) FILTER (WHERE {condition})}}")
+    where the macro is used: nothing of the rules is written into the SQL text, only which of its
+    conditions the figure has (a clause it does not need would cost every row)."""
+    bound = f"getvariable('txn_figure_rules')[{position}]"
+    condition = ["good", f"list_contains({bound}.txn_types, txn_type)"]
+    if rule["exclude_single_above"] is not None:
+        condition.append(f"amount <= {bound}.exclude_single_above")
+    if rule["excluded_mccs"]:
+        # A row without a merchant category is never excluded.
+        condition.append(f"(mcc IS NULL OR NOT list_contains({bound}.excluded_mccs, mcc))")
+    counted = f"txn_counted(amount, fee, {bound}.cap, {bound}.apply_fee_factor)"
+    return (f"{{'program': {bound}.program, 'figure': {bound}.figure, "
+            f"'counted': sum({counted}) FILTER (WHERE {' AND '.join(condition)})}}")
 
 
 def define_txn_figure_sums(con: duckdb.DuckDBPyConnection, figure_rules: list[dict], excluded_mcc: list[dict]) -> None:
@@ -63,6 +66,6 @@ def define_txn_figure_sums(con: duckdb.DuckDBPyConnection, figure_rules: list[di
                       "exclude_single_above": first["exclude_single_above"],
                       "excluded_mccs": sorted(mccs.get((program, figure), []))})
     con.execute(f"SET VARIABLE txn_figure_rules = CAST($rules AS {_RULE}[])", {"rules": rules})
-    elements = [_counted(position) for position in range(1, len(rules) + 1)]
+    elements = [_counted(position, rule) for position, rule in enumerate(rules, start=1)]
     con.execute(f"CREATE OR REPLACE TEMP MACRO txn_figure_sums(good, txn_type, amount, fee, mcc) AS "
                 f"CAST([{', '.join(elements)}] AS {FIGURE_SUM}[])")
