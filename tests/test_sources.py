@@ -51,6 +51,7 @@ def test_the_warehouse_table_holds_what_the_declaration_says(source):
         assert len(columns) == len(source.keep)
     assert source.table in evaluate.INPUT_TABLES
     assert ("customer_id" in columns) == source.per_customer
+    assert ("program" in columns) == source.per_program
 
 
 def test_docs_table_of_sources_is_the_declaration():
@@ -270,3 +271,28 @@ def test_a_warehouse_from_before_foreign_currency_reads_its_balance_months_again
         con.execute("INSERT INTO ingested VALUES ('balances', DATE '2025-06-01', 'g', '', 1, 1, 0, now()::TIMESTAMP, 0)")
     with runner.connect(warehouse) as con:  # once migrated, nothing more is forgotten
         assert con.execute("SELECT count(*) FROM ingested").fetchall() == [(2,)]
+
+
+def test_the_dask_export_splits_per_customer_tables_and_gives_every_bucket_the_rest(tmp_path):
+    from transforms import partitioned
+
+    folder = landing_with(tmp_path, POINTS_HEADER + "a,spender,2025-06-01,5\nb,borrower,2025-06-02,6\n"
+                                                    "c,dollars,2025-06-03,7\n")
+    warehouse, _ = ingest(tmp_path, folder)
+    [loaded] = load_programs(["icbc_star"])
+    with runner.connect(warehouse) as con:
+        run_dir = partitioned.new_run_dir(warehouse)
+        exported = partitioned.export(con, warehouse, loaded, JUNE, run_dir, 3, run_id="test")
+        [(rates,)] = con.execute("SELECT count(*) FROM fx_rates").fetchall()
+    assert rates > 0 and exported.rows["fx_rates"] == rates
+    points, customers = [], []
+    for bucket in range(3):
+        with duckdb.connect() as bucket_con:
+            partitioned.load_bucket(bucket_con, run_dir, bucket)
+            assert bucket_con.execute("SELECT count(*) FROM fx_rates").fetchone() == (rates,)
+            points += bucket_con.execute("SELECT customer_id FROM card_points_month").fetchall()
+            customers += bucket_con.execute("SELECT customer_id FROM customers").fetchall()
+    # Each customer's rows in exactly one bucket; a program reads card points only through its window.
+    assert len(customers) == len(set(customers)) == 4
+    windowed = "card_points" in loaded.rules.history_months
+    assert sorted(points) == ([("borrower",), ("dollars",), ("spender",)] if windowed else [])

@@ -52,7 +52,7 @@ def _export_query(source: sources.DataSource) -> str:
     transactions, this program's figures), a reference table whole."""
     if not source.monthly:
         return f"SELECT * FROM {source.table}"
-    program = " AND program = $program" if source.name == "transactions" else ""
+    program = " AND program = $program" if source.per_program else ""
     return f"SELECT * FROM {source.table} WHERE month BETWEEN ${source.name}_from AND $month_start{program}"
 
 

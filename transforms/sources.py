@@ -86,6 +86,9 @@ class DataSource:
     # The window of stored months an evaluation reads is the program's, per source; a table without a
     # customer_id column (fx_rates) goes whole to every bucket of the Dask path.
     per_customer: bool = True
+    # Monthly sums kept per program (the programs' transaction rules shape them): the Dask path exports
+    # only the evaluated program's.
+    per_program: bool = False
 
     @property
     def required_columns(self) -> tuple[str, ...]:
@@ -207,7 +210,7 @@ SOURCES: tuple[DataSource, ...] = (
         summed=("per program, transaction figure and customer: the counted CNY amount (caps, fee factors "
                 "and exclusions applied per transaction)"),
         customers_summary="transaction_customers", duplicates_summary="transaction_duplicates",
-        read_by=("transaction figures",),
+        read_by=("transaction figures",), per_program=True,
     ),
     DataSource(
         "card_points", "reward points a card earned (an integer > 0)",
