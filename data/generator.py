@@ -37,6 +37,7 @@ from pathlib import Path
 import duckdb
 
 from ground.months import Month
+from ground.paths import path_literal
 
 UNRATED_SHARE = 0.03
 
@@ -515,8 +516,7 @@ def _connect(seed: int) -> duckdb.DuckDBPyConnection:
 
 
 def _copy(con, query: str, path: Path, file_format: str, params: dict) -> int:
-    quoted = str(path).replace("'", "''")
-    (rows,) = con.execute(f"COPY ({query}) TO '{quoted}' {FORMATS[file_format]}", params).fetchone()
+    (rows,) = con.execute(f"COPY ({query}) TO {path_literal(path)} {FORMATS[file_format]}", params).fetchone()
     return rows
 
 

@@ -16,7 +16,7 @@ from ground.errors import InputError
 from ground.months import Month, month_range, window
 from ground.paths import duckdb_path
 from stores.warehouse import Warehouse
-from transforms import landing
+from transforms import landing, sources
 from transforms.evaluate import check_chain
 
 
@@ -60,7 +60,7 @@ def _before_landing(input_dir: Path, loaded: LoadedProgram, month: Month) -> boo
     def first(dataset: str) -> list[Month]:
         return landing.landed_months(input_dir, dataset)[:1]
 
-    landed = [found[0] for dataset in landing.MONTHLY if (found := first(dataset))]
+    landed = [found[0] for dataset in (each.name for each in sources.monthly()) if (found := first(dataset))]
     if not landed:
         return False
     beginning = min(landed)

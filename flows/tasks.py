@@ -26,6 +26,7 @@ from transforms import evaluate as evaluation
 from transforms import runner
 from transforms import partitioned
 from transforms.ingest import IngestResult, Ingestor
+from transforms.landing import HashAhead
 
 
 @dataclass(frozen=True)
@@ -64,10 +65,11 @@ class RunContext:
     vocab: Vocabularies
     input_dir: Path
     require_control: bool = False
+    ahead: HashAhead | None = None  # the run's landing files hashed ahead of their ingestion
 
 
 def run_context(warehouse: Warehouse, programs: Programs, input_dir: Path, require_control: bool = False) -> RunContext:
-    return RunContext(warehouse, programs, load_vocabularies(), Path(input_dir), require_control)
+    return RunContext(warehouse, programs, load_vocabularies(), Path(input_dir), require_control, HashAhead())
 
 
 def _transient(task, task_run, state) -> bool:
@@ -83,14 +85,15 @@ def _transient(task, task_run, state) -> bool:
 
 def _ingestor(con, run: RunContext) -> Ingestor:
     return Ingestor(con, run.input_dir, run.warehouse.quarantine, run.vocab, list(run.programs.summed),
-                    require_control=run.require_control)
+                    require_control=run.require_control, ahead=run.ahead)
 
 
 @task(name="ingest-reference", cache_policy=NO_CACHE, persist_result=False, retries=2, retry_delay_seconds=2,
       retry_condition_fn=_transient)
 def ingest_reference(run: RunContext, months_ahead: list[tuple[str, str]] | None = None) -> list[IngestResult]:
     """The reference files; then the files of ``months_ahead`` (dataset, month), which the run ingests
-    next, start being hashed in the background. With ``require_control``, every one of those files must
+    next, start being hashed in the background (by ``ahead``, the run's, which its ingest_month tasks are
+    given too). With ``require_control``, every one of those files must
     have its control file before anything is read."""
     months = [(dataset, Month.parse(month)) for dataset, month in months_ahead or []]
     with runner.connect(run.warehouse) as con:

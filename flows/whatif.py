@@ -28,7 +28,7 @@ from rules.loader import load_program
 from stores import snapshots
 from ground.errors import TiersError
 from ground.months import Month, month_range
-from ground.paths import duckdb_path
+from ground.paths import duckdb_path, path_literal
 from stores.warehouse import Warehouse
 from transforms import runner
 
@@ -48,8 +48,8 @@ def compare(scratch: Warehouse, published: Warehouse, program: str, months: list
     parquet, csv = scratch.root / "movers.parquet", scratch.root / "movers.csv"
     with runner.connect(scratch) as con:
         runner.run(con, "whatif_movers", **files)
-        con.execute(f"COPY movers TO {runner.literal(parquet)} (FORMAT parquet, COMPRESSION zstd)")
-        con.execute(f"COPY movers TO {runner.literal(csv)} (FORMAT csv, HEADER)")
+        con.execute(f"COPY movers TO {path_literal(parquet)} (FORMAT parquet, COMPRESSION zstd)")
+        con.execute(f"COPY movers TO {path_literal(csv)} (FORMAT csv, HEADER)")
         counts = con.execute(
             "SELECT month, from_tier, from_tier_name, to_tier, to_tier_name, count(*) AS customers FROM movers "
             "GROUP BY ALL ORDER BY month, from_tier DESC NULLS LAST, to_tier DESC NULLS LAST"

@@ -17,3 +17,10 @@ _GLOB_CHARACTER = re.compile(r"([\[*?])")
 def duckdb_path(path: Path | str) -> str:
     """``path`` as a DuckDB reader pattern that matches exactly that one file."""
     return _GLOB_CHARACTER.sub(r"[\1]", str(path))
+
+
+def path_literal(path: Path | str) -> str:
+    """A quoted SQL string literal of a path, for where DuckDB takes no parameter: COPY ... TO 'path', and
+    a view's read_parquet (a view keeps no bound values). The one way a value is written into SQL text
+    (tests/test_sql_graph.py checks); readers' patterns go through ``duckdb_path`` first."""
+    return "'" + str(path).replace("'", "''") + "'"

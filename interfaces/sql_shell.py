@@ -27,10 +27,9 @@ import duckdb
 
 from rules.loader import program_files
 from ground.errors import TiersError
-from ground.paths import duckdb_path
+from ground.paths import duckdb_path, path_literal
 from stores.snapshots import published_programs
 from stores.warehouse import Warehouse
-from transforms.runner import literal
 
 _SNAPSHOT_COLUMNS = (
     ("customer_id", "VARCHAR"), ("points", "DECIMAL(18,2)"), ("computed_tier", "INTEGER"),
@@ -101,7 +100,7 @@ def _parquet(folder: Path, glob: str, hive: bool) -> str:
     """Every file under ``folder`` matching ``glob``: the folder taken literally (duckdb_path: DuckDB
     globs every path it reads, so a warehouse named wh[1] must not read wh1), the glob as a pattern."""
     options = ", hive_partitioning = true" if hive else ""
-    return f"SELECT * FROM read_parquet({literal(duckdb_path(folder) + '/' + glob)}{options}, union_by_name = true)"
+    return f"SELECT * FROM read_parquet({path_literal(duckdb_path(folder) + '/' + glob)}{options}, union_by_name = true)"
 
 
 def _quoted(name: str) -> str:
@@ -150,7 +149,7 @@ def view_statements(warehouse_dir: Path) -> list[str]:
             if entry.is_dir() and _has_files(entry, "**/*.parquet"):
                 statements.append(f"CREATE VIEW {_quoted(name)} AS " + _parquet(entry, "**/*.parquet", hive=True))
             elif entry.is_file() and entry.suffix == ".parquet":
-                statements.append(f"CREATE VIEW {_quoted(name)} AS SELECT * FROM read_parquet({literal(duckdb_path(entry))})")
+                statements.append(f"CREATE VIEW {_quoted(name)} AS SELECT * FROM read_parquet({path_literal(duckdb_path(entry))})")
             else:
                 continue
             viewed.add(name)

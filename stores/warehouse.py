@@ -92,7 +92,7 @@ class Warehouse:
             raise database_error(self.database, error) from None
         if not _MEMORY.match(DEFAULT_MEMORY_LIMIT):
             raise TiersError(f"TIERS_DUCKDB_MEMORY_LIMIT={DEFAULT_MEMORY_LIMIT!r}: expected a size such as 4GB or 512MB")
-        con.execute(f"SET memory_limit = '{DEFAULT_MEMORY_LIMIT}'")  # SET takes no parameters; checked above
+        con.execute("SET memory_limit = $limit", {"limit": DEFAULT_MEMORY_LIMIT})
         con.execute("SET temp_directory = $dir", {"dir": str(self.staging / "duckdb_spill")})
         return con
 

@@ -18,10 +18,23 @@ def test_hashed_ahead_equals_hashed_on_demand(tmp_path):
         path = tmp_path / f"month-{index}.csv"
         path.write_bytes(bytes(range(256)) * (4096 * (index + 1)))
         files.append(path)
-    landing.hash_ahead(files)
+    ahead = landing.HashAhead()
+    ahead.start(files)
     for path in files:
-        assert landing.seen(path).digest == blake3.blake3(path.read_bytes()).hexdigest()
-    assert not any(str(path.resolve()) in landing._AHEAD for path in files)  # picked up, not kept
+        assert landing.seen(path, ahead).digest == blake3.blake3(path.read_bytes()).hexdigest()
+    assert not any(ahead.pending(path) for path in files)  # picked up, not kept
+
+
+def test_runs_do_not_share_what_they_hashed_ahead(tmp_path, monkeypatch):
+    path = tmp_path / "month.csv"
+    path.write_bytes(b"a\n")
+    one_run = landing.HashAhead()
+    one_run.start([path])
+    one_run.pending(path).result()
+    hashed = []
+    monkeypatch.setattr(landing, "_see", lambda file: hashed.append(file) or "hashed now")
+    assert landing.seen(path, landing.HashAhead()) == "hashed now"  # another run hashes for itself
+    assert hashed == [path] and one_run.pending(path) is not None
 
 
 def test_a_corrected_file_of_the_same_size_and_mtime_is_a_changed_file(tmp_path):
@@ -38,10 +51,11 @@ def test_a_corrected_file_of_the_same_size_and_mtime_is_a_changed_file(tmp_path)
 def test_a_file_hashed_ahead_then_replaced_is_hashed_again(tmp_path):
     path = tmp_path / "month.csv"
     path.write_bytes(b"a\n")
-    landing.hash_ahead([path])
-    landing._AHEAD[str(path.resolve())].result()  # the background hash is done
+    ahead = landing.HashAhead()
+    ahead.start([path])
+    ahead.pending(path).result()  # the background hash is done
     path.write_bytes(b"bb\n")  # replaced before the run got to it: this is the file the run reads
-    assert landing.seen(path).digest == blake3.blake3(b"bb\n").hexdigest()
+    assert landing.seen(path, ahead).digest == blake3.blake3(b"bb\n").hexdigest()
 
 
 def test_a_read_that_fails_in_the_background_is_tried_again_where_the_digest_is_asked(tmp_path, monkeypatch):
@@ -53,10 +67,11 @@ def test_a_read_that_fails_in_the_background_is_tried_again_where_the_digest_is_
         raise OSError(f"{file}: input/output error")
 
     monkeypatch.setattr(landing, "content_digest", unreadable)
-    landing.hash_ahead([path])
-    landing._AHEAD[str(path.resolve())].exception()
+    ahead = landing.HashAhead()
+    ahead.start([path])
+    ahead.pending(path).exception()
     with pytest.raises(OSError, match="input/output error"):
-        landing.seen(path)  # still failing: the error surfaces here
+        landing.seen(path, ahead)  # still failing: the error surfaces here
     monkeypatch.setattr(landing, "content_digest", real)
     assert landing.seen(path).digest == blake3.blake3(b"a\n").hexdigest()
 

@@ -462,6 +462,10 @@ CASES = [
          RunFails(InputError, "products.csv", ("repeats",))),
 
     # ---- types are never guessed (data-contract.md section 1, "Physical types") ----
+    Case("parquet_double_score_credit_scores",
+         both(write_bytes("credit_scores.csv", b"customer_id,scored_on,score\nborrower,2025-01-01,700\n"),
+              to_parquet("credit_scores.csv", "* REPLACE (CAST(score AS DOUBLE) AS score)")),
+         RunFails(InputError, "credit_scores.parquet", ("column score is DOUBLE", "text or an integer type"))),
     Case("parquet_integer_cents_balances",
          to_parquet(B, "* REPLACE (CAST(CAST(balance AS DECIMAL(18, 2)) * 100 AS BIGINT) AS balance)"),
          RunFails(InputError, f"balances/{MONTH}.parquet", ("column balance is BIGINT", "DECIMAL with at most 2 decimals"))),
@@ -502,6 +506,12 @@ CASES = [
          Succeeds(empty_transactions_month), program=ICBC),
     Case("lf_line_endings", rewrite(B, lambda t: t.replace("\r\n", "\n")), Succeeds(same_as_before)),
 
+    # ---- bad rows: credit scores (a reference file every run reads when it is there) ----
+    Case("scores_out_of_range_duplicate_and_fractional",
+         write_bytes("credit_scores.csv", b"customer_id,scored_on,score\nborrower,2025-01-01,900\n"
+                                          b"borrower,2025-01-01,700\nspender,2025-02-01,712.5\n"),
+         BadRows("credit_scores.csv", {("score", "out_of_range"): 1, ("scored_on", "duplicate_key"): 1,
+                                       ("score", "unparseable"): 1})),
     # ---- bad rows: balances ----
     Case("bal_missing_account_id", add(B, account_id=""), BadRows(B, bad("account_id", "missing_value"))),
     Case("bal_missing_customer_id", add(B, customer_id=""), BadRows(B, bad("customer_id", "missing_value"))),

@@ -140,8 +140,7 @@ class Book:
     def balance(self, month: Month, customer: str, product: str, day_sum, month_end="0",
                 risk_class: str = "normal") -> None:
         self.con.execute(
-            "INSERT INTO balance_month (month, customer_id, product_code, risk_class, day_sum, month_end) "
-            "VALUES (?, ?, ?, ?, CAST(? AS DECIMAL(38, 2)), CAST(? AS DECIMAL(38, 2)))",
+            "INSERT INTO balance_month VALUES (?, ?, ?, ?, CAST(? AS DECIMAL(38, 2)), CAST(? AS DECIMAL(38, 2)), false)",
             [month.first_day, customer, product, risk_class, str(day_sum), str(month_end)],
         )
 

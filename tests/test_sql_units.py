@@ -21,7 +21,7 @@ import pytest
 from rules.loader import RULES_DIR, load_program, load_vocabularies
 from ground.months import Month, window
 from stores.warehouse import Warehouse
-from transforms import landing, runner
+from transforms import landing, runner, sources
 from transforms.evaluate import evaluate
 from transforms.ingest import Ingestor, validate_month, vocabulary_params
 
@@ -81,9 +81,8 @@ class Bench:
     def balance_sum(self, month: str, customer: str, product: str, day_sum: str, month_end: str = "0",
                     risk_class: str = "normal") -> None:
         self.con.execute(
-            "INSERT INTO balance_month (month, customer_id, product_code, risk_class, day_sum, month_end) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            [Month.parse(month).first_day, customer, product, risk_class, D(day_sum), D(month_end)],
+            "INSERT INTO balance_month VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [Month.parse(month).first_day, customer, product, risk_class, D(day_sum), D(month_end), False],
         )
 
     def txn_sum(self, program: str, figure: str, month: str, customer: str, counted: str) -> None:
@@ -95,8 +94,7 @@ class Bench:
     # -- staged landing rows and the validated_* SQL -------------------------------------------------
     def stage(self, dataset: str, rows: list[dict]) -> None:
         """staged_<dataset>: source_file, source_row (from 2, after a header line) and VARCHAR contract columns."""
-        required, optional = landing.COLUMNS[dataset]
-        columns = list(required + optional)
+        columns = list(sources.source(dataset).column_names)
         self.con.execute(
             f"CREATE OR REPLACE TEMP TABLE staged_{dataset} (source_file VARCHAR, source_row BIGINT, "
             + ", ".join(f"{c} VARCHAR" for c in columns) + ")"
@@ -111,20 +109,20 @@ class Bench:
     def validate(self, dataset: str, month: str) -> None:
         """Validate staged_<dataset> as ingestion does: a month over the view of its landed rows."""
         m = Month.parse(month)
-        if dataset in landing.MONTHLY:
+        if sources.source(dataset).monthly:
             runner.run(self.con, "cell_types")
-            landed = landing.landed_from_staged(dataset, (Path(f"{dataset}.csv"),))
+            landed = landing.landed_from_staged(self.con, dataset, (Path(f"{dataset}.csv"),))
             self.con.execute(f"CREATE OR REPLACE TEMP VIEW landed_{dataset} AS {landed}")
             validate_month(self.con, dataset, m, VOCAB)
         else:
-            runner.create_table_as(self.con, f"validated_{dataset}", f"validated_{dataset}", **vocabulary_params(VOCAB))
+            runner.build(self.con, [f"validated_{dataset}"], **vocabulary_params(VOCAB))
 
     def ingest(self, dataset: str, month: str, rows: list[dict]) -> None:
         """Stage, validate and store one month as ingestion does (balance_month or txn_figure_month)."""
         self.stage(dataset, rows)
         self.validate(dataset, month)
         m = Month.parse(month)
-        table = {"balances": "balance_month", "transactions": "txn_figure_month"}[dataset]
+        table = sources.source(dataset).table
         self.con.execute(f"DELETE FROM {table} WHERE month = ?", [m.first_day])
         runner.run(self.con, table, month_start=m.first_day, month_end=m.last_day)
 
@@ -451,9 +449,10 @@ def test_validated_balances_reason_codes(bench):
     assert bench.problems("balances") == {line: expected for line, (_, expected) in enumerate(cases, start=2)}
 
     runner.run(bench.con, "balance_month", month_start=date(2025, 6, 1), month_end=date(2025, 6, 30))
-    # Only good rows are summed: 100.00 + 0.00 USD + the large one.
-    assert bench.query("SELECT customer_id, product_code, day_sum FROM balance_month") == [
-        ("c1", "time_deposit", D("1234567890123556.78"))
+    # Only good rows are summed: 100.00 + the large one in CNY, 0.00 USD apart (foreign_currency).
+    assert bench.query("SELECT customer_id, product_code, foreign_currency, day_sum FROM balance_month "
+                       "ORDER BY foreign_currency") == [
+        ("c1", "time_deposit", False, D("1234567890123556.78")), ("c1", "time_deposit", True, D("0.00"))
     ]
 
 

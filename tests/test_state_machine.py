@@ -123,8 +123,7 @@ class Chain:
                 for c, v in day_sums.items() if v]
         if rows:
             self.con.executemany(
-                "INSERT INTO balance_month (month, customer_id, product_code, risk_class, day_sum, month_end) "
-                "VALUES (?, ?, ?, ?, CAST(? AS DECIMAL(38, 2)), CAST(? AS DECIMAL(38, 2)))",
+                "INSERT INTO balance_month VALUES (?, ?, ?, ?, CAST(? AS DECIMAL(38, 2)), CAST(? AS DECIMAL(38, 2)), false)",
                 rows,
             )
 
@@ -448,8 +447,7 @@ def test_icbc_more_figures_never_give_a_lower_computed_tier(month, pairs):
                     for (kind, code, risk, offset), value in amounts.items():
                         if kind == "balance":
                             chain.con.execute(
-                                "INSERT INTO balance_month (month, customer_id, product_code, risk_class, day_sum, month_end) "
-                                "VALUES (?, ?, ?, ?, CAST(? AS DECIMAL(38, 2)), 0)",
+                                "INSERT INTO balance_month VALUES (?, ?, ?, ?, CAST(? AS DECIMAL(38, 2)), 0, false)",
                                 [window[offset].first_day, cid, code, risk, cents(value)])
                         else:
                             chain.con.execute(
@@ -497,9 +495,8 @@ def test_boc_more_figures_never_give_a_lower_computed_tier(pairs):
                     for (kind, code, risk, offset), value in day_sums.items():
                         if kind == "balance":
                             chain.con.execute(
-                                "INSERT INTO balance_month (month, customer_id, product_code, risk_class, day_sum, month_end) "
-                                "VALUES (?, ?, ?, ?, CAST(? AS DECIMAL(38, 2)), "
-                                "CAST(? AS DECIMAL(38, 2)))",
+                                "INSERT INTO balance_month VALUES (?, ?, ?, ?, CAST(? AS DECIMAL(38, 2)), "
+                                "CAST(? AS DECIMAL(38, 2)), false)",
                                 [m.first_day, cid, code, risk, cents(value), cents(ends[(kind, code, risk, offset)])])
                         else:
                             chain.con.execute(

@@ -27,19 +27,19 @@ from stores import snapshots
 from ground.checksums import sha256_file
 from ground.errors import InputError, StateError
 from ground.months import Month, window
-from ground.paths import duckdb_path
+from ground.paths import duckdb_path, path_literal
 from transforms.version import code_version
 from stores.warehouse import Warehouse
-from transforms import runner
+from transforms import runner, sources
 
 # The type of every snapshot column that is read back as last month's state.
 _EMPTY_PREV = (
     "SELECT CAST(NULL AS VARCHAR) AS customer_id, CAST(NULL AS INTEGER) AS tier, "
     "CAST(NULL AS INTEGER) AS failed_reviews, CAST(NULL AS DATE) AS buffer_since WHERE false"
 )
-# What the evaluation SQL reads besides the rule tables; ``prev_snapshot`` is last month's state.
-INPUT_TABLES = ("customers", "balance_month", "txn_figure_month", "card_points_month", "credit_scores", "held_products",
-                "credit_events", "fx_rates", "prev_snapshot")
+# What the evaluation SQL reads besides the rule tables: every source's warehouse table (sources.py),
+# and ``prev_snapshot``, last month's state.
+INPUT_TABLES = tuple(source.table for source in sources.evaluation_tables()) + ("prev_snapshot",)
 
 
 def prev_snapshot_query(prev_path: Path | None) -> tuple[str, dict]:
@@ -223,10 +223,10 @@ def write_snapshot(con: duckdb.DuckDBPyConnection, loaded: LoadedProgram, vocab:
     }
     seconds = {}
     started = time.perf_counter()
-    runner.create_table_as(con, "figure_measures", "figure_measures", **params)
+    built = runner.build(con, ["figure_measures"], **params)
     seconds["figures"] = time.perf_counter() - started
     started = time.perf_counter()
-    runner.create_table_as(con, "tier_decisions", "tier_decisions", **params)
+    runner.build(con, ["tier_decisions"], have=built, **params)
     seconds["decisions"] = time.perf_counter() - started
     undefined = _undefined_tiers(con)
     if undefined[0]:
@@ -242,7 +242,7 @@ def write_snapshot(con: duckdb.DuckDBPyConnection, loaded: LoadedProgram, vocab:
     query = all_nullable(f"SELECT * EXCLUDE (pts_list, fig_list){spread} FROM ({snapshot_sql})")
     started = time.perf_counter()
     [(rows,)] = con.execute(
-        f"COPY ({query}) TO {runner.literal(target)} (FORMAT parquet, COMPRESSION zstd)",
+        f"COPY ({query}) TO {path_literal(target)} (FORMAT parquet, COMPRESSION zstd)",
         runner.bind(snapshot_sql, params),
     ).fetchall()
     seconds["write"] = time.perf_counter() - started

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import Iterator
 
 import duckdb
 
@@ -26,37 +26,11 @@ from rules.loader import VOCABULARIES_FILE, LoadedProgram, Vocabularies
 from ground.checksums import sha256_file
 from ground.errors import InputError
 from ground.months import Month
-from transforms import landing, runner, txn_figures
+from ground.paths import path_literal
+from transforms import landing, runner, sources, txn_figures
 
-# Reference datasets in load order: the others are validated against customers, months against fx_rates.
-REFERENCE_DATASETS = (("customers", True), ("fx_rates", False), ("products", False), ("credit_events", False))
-_REFERENCE_TABLES = {
-    "customers": ("customers", "SELECT customer_id, segment FROM validated_customers WHERE reason IS NULL"),
-    "fx_rates": ("fx_rates", "SELECT currency, day, rate FROM validated_fx_rates WHERE reason IS NULL"),
-    "products": (
-        "held_products",
-        "SELECT customer_id, product_code, opened_day, closed_day FROM validated_products WHERE reason IS NULL",
-    ),
-    "credit_events": (
-        "credit_events",
-        "SELECT customer_id, event_code, started_day, cured_day FROM validated_credit_events WHERE reason IS NULL",
-    ),
-}
-# Per monthly dataset, the small tables validation computes once, in order (sql/<name>.sql): one
-# scan sums or counts the month into small groups (per account; per customer and id hash), and
-# duplicates and customers are read from those; only suspected duplicates are read again.
-class MonthSummaries(NamedTuple):
-    groups: str
-    duplicates: str
-    customers: str
-
-
-_MONTH_SUMMARIES = {
-    "balances": MonthSummaries("balance_accounts", "balance_duplicates", "balance_customers"),
-    "transactions": MonthSummaries("transaction_groups", "transaction_duplicates", "transaction_customers"),
-}
-# Per monthly dataset: the table a month's rows are summed into, and the SQL file that does it.
-_MONTH_TABLES = {"balances": ("balance_month", "balance_month"), "transactions": ("txn_figure_month", "txn_figure_month")}
+# Reference datasets in load order, with whether the landing folder must have them (sources.py).
+REFERENCE_DATASETS = tuple((source.name, source.required) for source in sources.reference())
 
 
 @dataclass
@@ -85,33 +59,29 @@ def _digest(*parts: str) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
-def validate_month(con: duckdb.DuckDBPyConnection, dataset: str, month: Month, vocab: Vocabularies) -> str:
-    """Define ``validated_<dataset>`` over the view ``landed_<dataset>`` and return its name.
+def validate_month(con: duckdb.DuckDBPyConnection, dataset: str, month: Month, vocab: Vocabularies) -> frozenset[str]:
+    """Build ``validated_<dataset>`` over the view ``landed_<dataset>`` (sql/validated_<dataset>.sql and
+    what it reads, in the order the SQL graph gives) and return what was built.
 
-    The month's FX rates by day, then the checks a row makes by itself and its conversion to CNY
-    (the view ``checked_<dataset>``), then small tables computed once: the rows whose key another
-    row shares, and the customers the rows name (whether each is known, and counts of their rows).
+    The month's FX rates by day, then the checks a row makes by itself (the view ``checked_<dataset>``),
+    then small tables computed once: the rows whose key another row shares, and the customers the rows
+    name (whether each is known, and counts of their rows).
     """
     params = {**vocabulary_params(vocab), "month_start": month.first_day, "month_end": month.last_day}
-    runner.create_table_as(con, "month_fx_rates", "month_fx_rates", **params)
-    runner.create_view(con, f"checked_{dataset}", f"checked_{dataset}", **params)
-    for table in _MONTH_SUMMARIES[dataset]:
-        runner.create_table_as(con, table, table, **params)
-    runner.create_view(con, f"validated_{dataset}", f"validated_{dataset}", **params)
-    return f"validated_{dataset}"
+    return runner.build(con, [sources.source(dataset).validated], **params)
 
 
 def month_may_have_bad_rows(con: duckdb.DuckDBPyConnection, dataset: str) -> bool:
     """Whether any row of the month validated by ``validate_month`` can have a problem, from its small
     tables: a row failed a check of its own, names an unknown customer, shares its key, or cannot be
     converted. Each problem in validated_<dataset> comes from exactly one of these."""
-    summaries = _MONTH_SUMMARIES[dataset]
+    declared = sources.source(dataset)
     # Balances: a padded account_id is found per account, not per row (validated_balances).
     padded = " + (SELECT count(*) FROM balance_accounts WHERE padded(account_id))" if dataset == "balances" else ""
     [(problems,)] = con.execute(
-        f"SELECT (SELECT count(*) FROM {summaries.customers} "
+        f"SELECT (SELECT count(*) FROM {declared.customers_summary} "
         f"        WHERE rows_failed > 0 OR rows_not_converted > 0 OR (rows_passed > 0 AND NOT known))"
-        f" + (SELECT count(*) FROM {summaries.duplicates})" + padded
+        f" + (SELECT count(*) FROM {declared.duplicates_summary})" + padded
     ).fetchall()
     return problems > 0
 
@@ -130,8 +100,11 @@ class Ingestor:
     """Ingests sources of one landing folder into one warehouse connection."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection, input_dir: Path, quarantine_dir: Path,
-                 vocab: Vocabularies, programs: list[LoadedProgram], require_control: bool = False):
+                 vocab: Vocabularies, programs: list[LoadedProgram], require_control: bool = False,
+                 ahead: landing.HashAhead | None = None):
         self.con = con
+        # The files this run hashes ahead (hash_months_ahead), shared by its ingestors.
+        self.ahead = ahead if ahead is not None else landing.HashAhead()
         # With it, a landing file without its control file is not ready (the scheduled deployment).
         self.require_control = require_control
         # Absolute, so quarantine rows and manifests name files unambiguously.
@@ -208,13 +181,14 @@ class Ingestor:
     def _fingerprint(self, source: landing.Source) -> tuple[str, list[landing.Seen]]:
         """The source's fingerprint, and its files as seen before reading them (see _verified)."""
         self._check_ready(source)
-        seen = [landing.seen(p) for p in source.files]
+        seen = [landing.seen(p, self.ahead) for p in source.files]
         parts = [self.vocab_sha] + [f"{s.path.name}:{s.digest}" for s in seen]
         # A control file that arrives or changes re-reads the source, so that it is checked (a few bytes).
         parts += [f"{c.path.name}:{c.rows}:{c.total}" for c in landing.controls(source)]
-        if source.dataset in ("products", "credit_events"):
-            parts.append(self.customers_sha())
-        if source.month is not None:
+        declared = sources.source(source.dataset)
+        if not declared.monthly and source.dataset != "customers" and "customer_id" in declared.column_names:
+            parts.append(self.customers_sha())  # validated against customers
+        if source.month is not None and "currency" in declared.column_names:
             parts.append(self._fx_slice_digest(source.month))
         if source.dataset == "transactions":
             parts.append(self.txn_rules_sha)
@@ -265,18 +239,17 @@ class Ingestor:
     def _stage_quarantine(self, dataset: str, month: Month | None, validated: str) -> Path | None:
         """The bad rows in a staged file beside the quarantine's (None when there are none); published
         by _publish_quarantine once the source's files are verified unchanged."""
-        required, optional = landing.COLUMNS[dataset]
         target = self.quarantine_path(dataset, month)
         bad = self.con.execute(f"SELECT count(*) FROM {validated} WHERE reason IS NOT NULL").fetchone()[0]
         if not bad:
             return None
         target.parent.mkdir(parents=True, exist_ok=True)
         staged = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        raw_columns = ", ".join(required + optional)
+        raw_columns = ", ".join(sources.source(dataset).column_names)
         self.con.execute(
             f"COPY (SELECT $dataset AS dataset, $month AS month, source_file, source_row, problem_column, reason, "
             f"{raw_columns} FROM {validated} WHERE reason IS NOT NULL ORDER BY source_file, source_row) "
-            f"TO {runner.literal(staged)} (FORMAT parquet)",
+            f"TO {path_literal(staged)} (FORMAT parquet)",
             {"dataset": dataset, "month": str(month) if month else None},
         )
         return staged
@@ -308,8 +281,8 @@ class Ingestor:
     def _validate(self, source: landing.Source) -> str:
         """A reference file: staged as text, validated into a table (small files); its bad rows in ``rejected``."""
         landing.stage(self.con, source, f"staged_{source.dataset}")
-        validated = f"validated_{source.dataset}"
-        runner.create_table_as(self.con, validated, validated, **vocabulary_params(self.vocab))
+        validated = sources.source(source.dataset).validated
+        runner.build(self.con, [validated], **vocabulary_params(self.vocab))
         self._keep_rejected(validated)
         return validated
 
@@ -317,16 +290,17 @@ class Ingestor:
         """A month: validated as a view over its files; only its bad rows are stored (``rejected``).
         Looking for them costs a scan of every row, which the small tables let a clean month skip."""
         landing.land(self.con, source)
-        validated = validate_month(self.con, source.dataset, source.month, self.vocab)
+        built = validate_month(self.con, source.dataset, source.month, self.vocab)
+        validated = sources.source(source.dataset).validated
         self._keep_rejected(validated, scan=month_may_have_bad_rows(self.con, source.dataset))
-        return validated
+        return built
 
     def _file_counts(self, source: landing.Source, rows: str, bad: str) -> list[FileCount]:
         """Rows read per file (from ``rows``) and rows quarantined (``bad``); the rest were used. Control
         files are checked here, from the same scan (their money total is summed only when one is present)."""
-        money = landing.CONTROL_TOTALS.get(source.dataset)
-        if money and any(c.total is not None for c in landing.controls(source)):
-            text, typed = money
+        declared = sources.source(source.dataset)
+        if declared.control_total and any(c.total is not None for c in landing.controls(source)):
+            text, typed = declared.control_total, declared.column(declared.control_total).typed
             # As written, before conversion: the typed cell, or the text of one the contract's pattern refuses.
             total = f"sum(COALESCE({typed}, TRY_CAST({text} AS DECIMAL(38, 6))))"
         else:
@@ -365,7 +339,8 @@ class Ingestor:
 
     def ingest_reference(self, dataset: str, required: bool) -> IngestResult:
         source = landing.reference_source(self.input_dir, dataset, required)
-        table, select_good = _REFERENCE_TABLES[dataset]
+        declared = sources.source(dataset)
+        table = declared.table
         if source is None:  # an optional file that is absent: nobody holds a product, say
             if self._stored(dataset, None) != ("absent", ""):
                 with self._transaction():
@@ -390,7 +365,8 @@ class Ingestor:
         self._publish_quarantine(dataset, None, self._stage_quarantine(dataset, None, "rejected"))
         with self._transaction():
             self.con.execute(f"DELETE FROM {table}")
-            self.con.execute(f"INSERT INTO {table} {select_good}")
+            self.con.execute(f"INSERT INTO {table} SELECT {', '.join(declared.keep)} FROM {declared.validated} "
+                             "WHERE reason IS NULL")
             self._record(source, fingerprint, files, time.perf_counter() - started, shas)
         return IngestResult(dataset, None, read_now=True, files=files)
 
@@ -402,7 +378,7 @@ class Ingestor:
         files = []
         for dataset, month in months:
             files += landing.month_source(self.input_dir, dataset, month, "this run").files
-        landing.hash_ahead(files)
+        self.ahead.start(files)
 
     def _month_is_current(self, source: landing.Source, fingerprint: str) -> bool:
         stored = self._stored(source.dataset, source.month)
@@ -434,20 +410,21 @@ class Ingestor:
         started = time.perf_counter()
         staged_quarantine = None
         try:
-            self._validate_month(source)
+            built = self._validate_month(source)
             files = self._file_counts(source, f"landed_{dataset}", "rejected")
             staged_quarantine = self._stage_quarantine(dataset, month, "rejected")
-            table, sql_name = _MONTH_TABLES[dataset]
+            declared = sources.source(dataset)
             with self._transaction():
-                self.con.execute(f"DELETE FROM {table} WHERE month = $month", {"month": month.first_day})
-                runner.run(self.con, sql_name, month_start=month.first_day, month_end=month.last_day)
+                self.con.execute(f"DELETE FROM {declared.table} WHERE month = $month", {"month": month.first_day})
+                runner.build(self.con, [declared.table], have=built, month_start=month.first_day,
+                             month_end=month.last_day)
                 key = {"dataset": dataset, "month": month.first_day}
                 self.con.execute("DELETE FROM month_customers WHERE dataset = $dataset AND month = $month", key)
                 # Whether each customer the month names is known decides their rows' fate, so a change
                 # in that re-reads the month.
                 self.con.execute(
                     f"INSERT INTO month_customers SELECT $dataset, $month, customer_id, known "
-                    f"FROM {_MONTH_SUMMARIES[dataset].customers} WHERE rows_passed > 0",
+                    f"FROM {declared.customers_summary} WHERE rows_passed > 0",
                     key,
                 )
                 # The month's files were read for the last time above (a Parquet month is a view over them).

@@ -30,56 +30,20 @@ from ground.checksums import content_and_sha256, content_digest
 from ground.errors import InputError, TiersError
 from ground.paths import duckdb_path
 from ground.months import Month
-from transforms import runner
+from transforms import runner, sources
 
 FORMATS = (".csv", ".parquet")
 
-# The contract's columns per dataset: (required, optional). Extra columns are ignored.
-COLUMNS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "customers": (("customer_id",), ("segment",)),
-    "balances": (
-        ("account_id", "customer_id", "product_code", "balance_date", "balance"),
-        ("currency", "risk_class"),
-    ),
-    "transactions": (
-        ("txn_id", "account_id", "customer_id", "txn_date", "txn_type", "amount"),
-        ("currency", "merchant_category", "fee_factor"),
-    ),
-    "products": (("customer_id", "product_code", "opened_on"), ("closed_on",)),
-    "credit_events": (("customer_id", "event_code", "started_on"), ("cured_on",)),
-    "fx_rates": (("rate_date", "currency", "cny_per_unit"), ()),
-}
-MONTHLY = ("balances", "transactions")
-# The cells of a month's rows that validation needs typed: (column, kind, name of the typed value).
-# Each kind has a text_<kind> macro and, for Parquet columns of a fitting type, a typed_<kind> one
-# (sql/cell_types.sql).
-TYPED_CELLS: dict[str, tuple[tuple[str, str, str], ...]] = {
-    "balances": (("balance_date", "date", "day"), ("balance", "money", "amount")),
-    "transactions": (("txn_date", "date", "day"), ("amount", "money", "txn_amount"), ("fee_factor", "fee", "fee_value")),
-}
-# The Parquet types a contract column may have (data-contract.md section 1, "Physical types"): text,
-# or a type that holds exactly what the text would. Anything else (integer or floating-point money,
-# a TIMESTAMP date, an integer id) rejects the whole file: integer cents are not yuan, and a type is
-# never guessed. ("NULL" is DuckDB's type of a column that is entirely empty.) The future datasets'
-# `points` and `score` will also accept integer types (the contract allows them); they are not read yet.
-_TEXT_TYPES = {"VARCHAR", '"NULL"'}
-_DECIMAL_SCALE = {"balance": 2, "amount": 2, "cny_per_unit": 8, "fee_factor": 6}
-_DATE_COLUMNS = {"balance_date", "txn_date", "opened_on", "closed_on", "started_on", "cured_on", "rate_date"}
-_MAX_DECIMALS = {"money": 2, "fee": 6}
+
+def _declared(dataset: str) -> sources.DataSource:
+    return sources.source(dataset)
 
 
-def _physical_type_problem(column: str, column_type: str) -> str | None:
-    """What a Parquet column of this type may be instead, or None when the type is accepted."""
-    if column_type in _TEXT_TYPES:
-        return None
-    if column in _DECIMAL_SCALE:
-        decimal = re.fullmatch(r"DECIMAL\((\d+),(\d+)\)", column_type)
-        if decimal and int(decimal.group(2)) <= _DECIMAL_SCALE[column]:
-            return None
-        return f"text or DECIMAL with at most {_DECIMAL_SCALE[column]} decimals"
-    if column in _DATE_COLUMNS:
-        return None if column_type == "DATE" else "text or DATE"
-    return "text"  # ids and codes: an integer id loses leading zeros, a float one its digits
+def _physical_type_problem(dataset: str, column: str, column_type: str) -> str | None:
+    """What a Parquet column of this type may be instead, or None when the type is accepted
+    (data-contract.md section 1, "Physical types"; the kinds are declared in sources.py)."""
+    declared = _declared(dataset).column(column)
+    return None if declared.accepts(column_type) else declared.accepted
 
 
 @dataclass(frozen=True)
@@ -159,44 +123,58 @@ def _see(path: Path) -> Seen:
     return Seen(path, identity, content_digest(path))
 
 
-# Files being hashed ahead on a background thread, by resolved path: see hash_ahead.
-_AHEAD: dict[str, Future] = {}
+class HashAhead:
+    """The landing files one run hashes ahead, on a background thread, by resolved path. Owned by the
+    run (created per run and handed to its ingestion), so nothing outlives it or leaks between runs."""
+
+    def __init__(self) -> None:
+        self._futures: dict[str, Future] = {}
+        self._lock = threading.Lock()
+
+    def start(self, paths: list[Path]) -> None:
+        """Start hashing, in order and on one background thread, the content of ``paths`` (files the run will
+        ingest next): a month of files takes seconds to hash (BLAKE3 releases the GIL), which then overlaps
+        validating the month before instead of adding to it. ``seen`` picks the results up. Sound because
+        nothing is trusted from it: ``seen`` hashes again when the file's identity moved since, and
+        ``verify_unchanged`` holds the file to the result after the read."""
+        pending = []
+        with self._lock:
+            for path in paths:
+                key = str(path.resolve())
+                if key not in self._futures:
+                    future: Future = Future()
+                    self._futures[key] = future
+                    pending.append((path, future))
+
+        def work() -> None:
+            for path, future in pending:
+                if future.set_running_or_notify_cancel():
+                    try:
+                        future.set_result(_see(path))
+                    except BaseException as error:  # handed to whoever asks for this file
+                        future.set_exception(error)
+
+        if pending:
+            threading.Thread(target=work, name="hash-ahead", daemon=True).start()
+
+    def take(self, path: Path) -> Future | None:
+        """The hash started for ``path``, no longer kept here; None when none was started."""
+        with self._lock:
+            return self._futures.pop(str(path.resolve()), None)
+
+    def pending(self, path: Path) -> Future | None:
+        with self._lock:
+            return self._futures.get(str(path.resolve()))
 
 
-def hash_ahead(paths: list[Path]) -> None:
-    """Start hashing, in order and on one background thread, the content of ``paths`` (files a run will
-    ingest next): a month of files takes seconds to hash (BLAKE3 releases the GIL), which then overlaps
-    validating the month before instead of adding to it. ``seen`` picks the results up. Sound because
-    nothing is trusted from it: ``seen`` hashes again when the file's identity moved since, and
-    ``verify_unchanged`` holds the file to the result after the read."""
-    pending = []
-    for path in paths:
-        key = str(path.resolve())
-        if key not in _AHEAD:
-            future: Future = Future()
-            _AHEAD[key] = future
-            pending.append((path, future))
-
-    def work() -> None:
-        for path, future in pending:
-            if future.set_running_or_notify_cancel():
-                try:
-                    future.set_result(_see(path))
-                except BaseException as error:  # handed to whoever asks for this file
-                    future.set_exception(error)
-
-    if pending:
-        threading.Thread(target=work, name="hash-ahead", daemon=True).start()
-
-
-def seen(path: Path) -> Seen:
+def seen(path: Path, ahead: HashAhead | None = None) -> Seen:
     """The file's identity and content digest now (or as hashed ahead, if the file has not moved since).
     Content only decides: no cache by size or mtime, so a corrected file of the same size and mtime is
     a changed file."""
-    ahead = _AHEAD.pop(str(path.resolve()), None)
-    if ahead is not None:
+    started = ahead.take(path) if ahead is not None else None
+    if started is not None:
         try:
-            found = ahead.result()
+            found = started.result()
         except OSError:
             found = None  # read again below: the error, if it lasts, is raised from here
         if found is not None and found.identity == _identity(path):
@@ -254,7 +232,8 @@ def _parquet_columns(con: duckdb.DuckDBPyConnection, path: Path) -> dict[str, st
 
 
 def _check_required(path: Path, dataset: str, present: set[str]) -> None:
-    required, optional = COLUMNS[dataset]
+    declared = _declared(dataset)
+    required, optional = declared.required_columns, declared.optional_columns
     missing = [c for c in required if c not in present]
     if missing:
         raise InputError(
@@ -266,9 +245,8 @@ def _check_required(path: Path, dataset: str, present: set[str]) -> None:
 def _checked_parquet_columns(con: duckdb.DuckDBPyConnection, path: Path, dataset: str) -> dict[str, str]:
     """A Parquet file's column types, once it is known to be readable, complete and free of float money."""
     types = _parquet_columns(con, path)
-    required, optional = COLUMNS[dataset]
-    for name in required + optional:
-        accepted = _physical_type_problem(name, types[name]) if name in types else None
+    for name in _declared(dataset).column_names:
+        accepted = _physical_type_problem(dataset, name, types[name]) if name in types else None
         if accepted:
             raise InputError(f"{path}: column {name} is {types[name]}; expected {accepted} (a type is never guessed)")
     _check_required(path, dataset, set(types))
@@ -350,8 +328,6 @@ def csv_records(path: Path) -> CsvRecords:
 
 
 CONTROL_SUFFIX = ".ctl"
-# The money column a control file's total sums, as written (text) and as typed in landed_<dataset>.
-CONTROL_TOTALS = {"balances": ("balance", "amount"), "transactions": ("amount", "txn_amount")}
 
 
 @dataclass(frozen=True)
@@ -380,10 +356,11 @@ def _read_control(path: Path, dataset: str, covers: tuple[Path, ...]) -> Control
     rows, total = (cell.strip() for cell in records[1])
     if not re.fullmatch(r"[0-9]+", rows):
         raise InputError(f"{path}: malformed control file, rows {rows!r} is not a count; {expected}")
-    if dataset in CONTROL_TOTALS:
+    total_of = _declared(dataset).control_total
+    if total_of is not None:
         if not re.fullmatch(r"-?[0-9]+(\.[0-9]+)?", total):
             raise InputError(f"{path}: malformed control file, total {total!r} is not a decimal sum of "
-                             f"{CONTROL_TOTALS[dataset][0]}; {expected}")
+                             f"{total_of}; {expected}")
         return Control(path, int(rows), Decimal(total), covers)
     if total:
         raise InputError(f"{path}: malformed control file, total must be empty ({dataset} has no money column)")
@@ -426,41 +403,35 @@ def _reader_problem(error: Exception) -> str:
     return f"{lines[0]}: {why}" if why else lines[0]
 
 
-def _fits(kind: str, column_type: str) -> bool:
-    """Whether a Parquet column's type holds ``kind`` as it is (no text pattern needed)."""
-    if kind == "date":
-        return column_type == "DATE"
-    # Only DECIMAL reaches here typed: integer money was rejected with the file (_physical_type_problem).
-    decimal = re.fullmatch(r"DECIMAL\((\d+),(\d+)\)", column_type)
-    return bool(decimal) and int(decimal.group(2)) <= _MAX_DECIMALS[kind]
-
-
 def _typed_cells(dataset: str, types: dict[str, str], text_of) -> str:
     """The typed values of a landed row: by the column's own type when it fits, else by the text
     pattern applied to ``text_of(column)``."""
     cells = []
-    for column, kind, name in TYPED_CELLS[dataset]:
-        if column in types and _fits(kind, types[column]):
-            value = f"src.{column}" if kind == "date" else f"typed_{kind}(src.{column})"
+    for column in _declared(dataset).typed_columns:
+        if column.name in types and column.fits(types[column.name]):
+            value = f"src.{column.name}" if column.kind == "date" else f"typed_{column.kind}(src.{column.name})"
         else:
-            value = f"text_{kind}({text_of(column)})"
-        cells.append(f"{value} AS {name}")
+            value = f"text_{column.kind}({text_of(column.name)})"
+        cells.append(f"{value} AS {column.typed}")
     return ", ".join(cells)
 
 
 def land(con: duckdb.DuckDBPyConnection, source: Source) -> str:
     """Define the view ``landed_<dataset>`` over a month's files and return its name: source_file,
     file_ordinal (its place in the source, a cheaper key than its name), source_row, the contract
-    columns as text (NULL when not given), and the typed cells."""
+    columns as text (NULL when not given), and the typed cells.
+
+    A view takes no bound parameters: the files' names are bound into the connection's variables
+    (``_bind_files``) and the view reads them with getvariable(), which DuckDB folds into constants."""
     dataset = source.dataset
-    required, optional = COLUMNS[dataset]
     runner.run(con, "cell_types")
+    files, patterns = _bind_files(con, dataset, source.files)
     parts = []
     csv_files = tuple(p for p in source.files if p.suffix == ".csv")
     if csv_files:
         stage(con, Source(dataset, source.month, csv_files), f"staged_{dataset}")
-        parts.append(landed_from_staged(dataset, source.files))
-    for ordinal, path in enumerate(source.files):
+        parts.append(landed_from_staged(con, dataset, source.files))
+    for index, path in enumerate(source.files, start=1):
         if path.suffix != ".parquet":
             continue
         types = _checked_parquet_columns(con, path, dataset)
@@ -468,28 +439,37 @@ def land(con: duckdb.DuckDBPyConnection, source: Source) -> str:
         def text_of(column: str) -> str:
             return f"NULLIF(CAST(src.{column} AS VARCHAR), '')" if column in types else "CAST(NULL AS VARCHAR)"
 
-        raw = ", ".join(f"{text_of(c)} AS {c}" for c in required + optional)
+        raw = ", ".join(f"{text_of(c)} AS {c}" for c in _declared(dataset).column_names)
         # The name as a value; as the reader's argument, escaped: DuckDB would expand [, * and ? in it.
-        file, pattern = runner.literal(path), runner.literal(duckdb_path(path))
-        parts.append(f"SELECT {file} AS source_file, {ordinal} AS file_ordinal, src.file_row_number + 1 AS source_row, {raw}, "
-                     f"{_typed_cells(dataset, types, text_of)} FROM read_parquet({pattern}, file_row_number = true) AS src")
+        file, pattern = f"getvariable('{files}')[{index}]", f"getvariable('{patterns}')[{index}]"
+        parts.append(f"SELECT {file} AS source_file, {index - 1} AS file_ordinal, src.file_row_number + 1 AS source_row, "
+                     f"{raw}, {_typed_cells(dataset, types, text_of)} "
+                     f"FROM read_parquet({pattern}, file_row_number = true) AS src")
     view = f"landed_{dataset}"
     con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS " + " UNION ALL ".join(parts))
     return view
 
 
-def landed_from_staged(dataset: str, files: tuple[Path, ...]) -> str:
+def _bind_files(con: duckdb.DuckDBPyConnection, dataset: str, paths: tuple[Path, ...]) -> tuple[str, str]:
+    """The names of the variables holding the source's file names and their reader patterns, set now."""
+    files, patterns = f"landed_{dataset}_files", f"landed_{dataset}_patterns"
+    con.execute(f"SET VARIABLE {files} = CAST($files AS VARCHAR[])", {"files": [str(p) for p in paths]})
+    con.execute(f"SET VARIABLE {patterns} = CAST($patterns AS VARCHAR[])",
+                {"patterns": [duckdb_path(p) for p in paths]})
+    return files, patterns
+
+
+def landed_from_staged(con: duckdb.DuckDBPyConnection, dataset: str, files: tuple[Path, ...]) -> str:
     """The landed rows of the text table ``staged_<dataset>`` (CSV files, or rows a test stages)."""
-    required, optional = COLUMNS[dataset]
-    ordinal = f"list_position({runner.constant([str(f) for f in files])}, source_file) - 1"
-    return (f"SELECT source_file, {ordinal} AS file_ordinal, source_row, {', '.join(required + optional)}, "
+    variable, _ = _bind_files(con, dataset, files)
+    ordinal = f"list_position(getvariable('{variable}'), source_file) - 1"
+    return (f"SELECT source_file, {ordinal} AS file_ordinal, source_row, {', '.join(_declared(dataset).column_names)}, "
             f"{_typed_cells(dataset, {}, lambda column: column)} FROM staged_{dataset} AS src")
 
 
 def stage(con: duckdb.DuckDBPyConnection, source: Source, table: str) -> None:
     """(Re)create ``table`` with source_file, source_row and the dataset's contract columns as VARCHAR."""
-    required, optional = COLUMNS[source.dataset]
-    wanted = required + optional
+    wanted = _declared(source.dataset).column_names
     column_list = ", ".join(f"{c} VARCHAR" for c in wanted)
     con.execute(f"CREATE OR REPLACE TEMP TABLE {table} (source_file VARCHAR, source_row BIGINT, {column_list})")
     for path in source.files:
@@ -563,3 +543,11 @@ def landed_months(input_dir: Path, dataset: str) -> list[Month]:
             except TiersError:  # a name like 2025-13 is no month of ours
                 continue
     return sorted(months)
+
+
+def present(input_dir: Path, dataset: str) -> bool:
+    """Whether the landing folder has ``dataset`` at all: a reference file, or any month of a monthly one
+    (which programs apply, data-contract.md section 4)."""
+    if sources.source(dataset).monthly:
+        return bool(landed_months(input_dir, dataset))
+    return _one_of(input_dir / dataset) is not None

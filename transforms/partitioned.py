@@ -37,36 +37,24 @@ import duckdb
 from rules.loader import LoadedProgram, Vocabularies
 from stores import snapshots
 from ground.months import Month, window
-from ground.paths import duckdb_path
+from ground.paths import duckdb_path, path_literal
 from stores.warehouse import Warehouse
 from transforms import evaluate as evaluation
-from transforms import runner
+from transforms import runner, sources
 
 RUN_PREFIX = "partitioned-"
 # A memory size as TIERS_DUCKDB_MEMORY_LIMIT spells it, in DuckDB's units (KB = 1000 bytes, KiB = 1024).
 _SIZE = re.compile(r"^([0-9]+(?:\.[0-9]+)?)\s*([KMGT])(i?)B$")
 
-# What each input table holds for one evaluation (the prev_snapshot query comes from evaluate.py).
-_EXPORTS = {
-    "customers": ("SELECT * FROM customers", ()),
-    "balance_month": (
-        "SELECT * FROM balance_month WHERE month BETWEEN $balances_from AND $month_start", ("balances_from", "month_start")
-    ),
-    "txn_figure_month": (
-        "SELECT * FROM txn_figure_month WHERE program = $program AND month BETWEEN $transactions_from AND $month_start",
-        ("program", "transactions_from", "month_start"),
-    ),
-    "card_points_month": (
-        "SELECT * FROM card_points_month WHERE month BETWEEN $card_points_from AND $month_start",
-        ("card_points_from", "month_start"),
-    ),
-    "credit_scores": ("SELECT * FROM credit_scores", ()),
-    "held_products": ("SELECT * FROM held_products", ()),
-    "credit_events": ("SELECT * FROM credit_events", ()),
-    "fx_rates": ("SELECT * FROM fx_rates", ()),
-}
-# Tables of no customer: every bucket reads them whole (written into the schema file, no bucket files).
-_WHOLE = ("fx_rates",)
+
+
+def _export_query(source: sources.DataSource) -> str:
+    """What one evaluation reads of a source's warehouse table: a monthly one's window of months (and for
+    transactions, this program's figures), a reference table whole."""
+    if not source.monthly:
+        return f"SELECT * FROM {source.table}"
+    program = " AND program = $program" if source.per_program else ""
+    return f"SELECT * FROM {source.table} WHERE month BETWEEN ${source.name}_from AND $month_start{program}"
 
 
 @dataclass(frozen=True)
@@ -95,7 +83,7 @@ def memory_bytes(size: str) -> int:
 
 
 def _first_month(loaded: LoadedProgram, month: Month, dataset: str) -> Month:
-    months = window(month, loaded.rules.history_months[dataset])
+    months = window(month, loaded.rules.history_months.get(dataset, 0))
     # A program with no figure of this source reads none of it: an empty range.
     return months[0] if months else month.plus(1)
 
@@ -116,12 +104,11 @@ def export(con: duckdb.DuckDBPyConnection, warehouse: Warehouse, loaded: LoadedP
     params = {
         "program": loaded.name,
         "month_start": month.first_day,
-        "balances_from": _first_month(loaded, month, "balances").first_day,
-        "transactions_from": _first_month(loaded, month, "transactions").first_day,
-        "card_points_from": _first_month(loaded, month, "card_points").first_day,
+        **{f"{source.name}_from": _first_month(loaded, month, source.name).first_day for source in sources.monthly()},
         **prev_params,
     }
-    queries = {table: query for table, (query, _) in _EXPORTS.items()}
+    queries = {source.table: _export_query(source) for source in sources.evaluation_tables()}
+    shared = {source.table for source in sources.evaluation_tables() if not source.per_customer}
     queries["prev_snapshot"] = prev_query
     assert set(queries) == set(evaluation.INPUT_TABLES)
     (run_dir / "schema").mkdir(parents=True, exist_ok=True)
@@ -130,17 +117,18 @@ def export(con: duckdb.DuckDBPyConnection, warehouse: Warehouse, loaded: LoadedP
     rows = {}
     for table, query in queries.items():
         bound = runner.bind(query, params)
-        whole = table in _WHOLE
-        [(count,)] = con.execute(
-            f"COPY (SELECT * FROM ({query}){'' if whole else ' LIMIT 0'}) TO {runner.literal(schema_file(run_dir, table))} "
-            "(FORMAT parquet)", bound).fetchall()
-        if whole:
-            rows[table] = count
+        con.execute(f"COPY (SELECT * FROM ({query}) LIMIT 0) TO {path_literal(schema_file(run_dir, table))} "
+                    "(FORMAT parquet)", bound)
+        if table in shared:  # no customer_id: every bucket reads the whole table
+            folder = run_dir / "inputs" / table / "all"
+            folder.mkdir(parents=True, exist_ok=True)
+            [(rows[table],)] = con.execute(
+                f"COPY ({query}) TO {path_literal(folder / 'data.parquet')} (FORMAT parquet)", bound).fetchall()
             continue
         # PARTITION_BY writes inputs/<table>/bucket=<k>/ for each bucket with rows, without the bucket column.
         [(count,)] = con.execute(
             f"COPY (SELECT *, CAST(hash(customer_id) % CAST($partitions AS UBIGINT) AS INTEGER) AS bucket "
-            f"FROM ({query})) TO {runner.literal(run_dir / 'inputs' / table)} "
+            f"FROM ({query})) TO {path_literal(run_dir / 'inputs' / table)} "
             "(FORMAT parquet, PARTITION_BY (bucket), OVERWRITE)",
             {**bound, "partitions": partitions},
         ).fetchall()
@@ -155,7 +143,8 @@ def schema_file(run_dir: Path, table: str) -> Path:
 def bucket_files(run_dir: Path, table: str, bucket: int) -> list[Path]:
     """The bucket's files of ``table``, after the table's empty schema file (so an empty bucket has its columns)."""
     folder = run_dir / "inputs" / table / f"bucket={bucket}"
-    return [schema_file(run_dir, table), *sorted(folder.glob("*.parquet"))]
+    shared = run_dir / "inputs" / table / "all"  # a table without customer_id, whole in every bucket
+    return [schema_file(run_dir, table), *sorted(folder.glob("*.parquet")), *sorted(shared.glob("*.parquet"))]
 
 
 def part_file(run_dir: Path, bucket: int) -> Path:
@@ -183,7 +172,7 @@ def evaluate_bucket(run_dir: Path, bucket: int, loaded: LoadedProgram, vocab: Vo
     spill = Path(tempfile.mkdtemp(prefix="tiers-bucket-"))  # local disk: spilling over NFS is slow
     try:
         with duckdb.connect() as con:
-            con.execute(f"SET memory_limit = '{int(memory_limit_bytes)}B'")  # SET takes no parameters; an int
+            con.execute("SET memory_limit = $limit", {"limit": f"{int(memory_limit_bytes)}B"})
             con.execute("SET temp_directory = $dir", {"dir": str(spill)})
             load_bucket(con, run_dir, bucket)
             seconds = {"load": time.perf_counter() - started}
@@ -216,7 +205,7 @@ def combine(con: duckdb.DuckDBPyConnection, warehouse: Warehouse, run_dir: Path,
     [(rows,)] = con.execute(
         f"COPY ({evaluation.all_nullable('SELECT * FROM read_parquet($parts, hive_partitioning = false)')} "
         "ORDER BY customer_id) "
-        f"TO {runner.literal(staged)} (FORMAT parquet, COMPRESSION zstd)",
+        f"TO {path_literal(staged)} (FORMAT parquet, COMPRESSION zstd)",
         {"parts": [duckdb_path(p) for p in parts]},
     ).fetchall()
     return staged, rows

@@ -13,7 +13,6 @@ txn_id) are summed by the very same expression (txn_figure_month).
 
 from __future__ import annotations
 
-from decimal import Decimal
 from itertools import groupby
 from operator import itemgetter
 
@@ -23,24 +22,25 @@ from transforms import runner
 
 # The list's element type: money sums are DECIMAL(38, 2) (txn_figure_month.counted).
 FIGURE_SUM = "STRUCT(program VARCHAR, figure VARCHAR, counted DECIMAL(38, 2))"
+# One figure's rule, as bound into the connection's variable ``txn_figure_rules``.
+_RULE = ("STRUCT(program VARCHAR, figure VARCHAR, txn_types VARCHAR[], cap DECIMAL(18, 2), "
+         "apply_fee_factor BOOLEAN, exclude_single_above DECIMAL(18, 2), excluded_mccs VARCHAR[])")
 
 
-def _money(value: Decimal | None) -> str:
-    return "NULL" if value is None else f"CAST({runner.literal(value)} AS DECIMAL(18, 2))"
-
-
-def _counted(program: str, figure: str, rules: list[dict], excluded_mccs: list[str]) -> str:
-    """One figure's list element: its sum over the rows it counts (``rules``: one row per txn_type)."""
-    first = rules[0]
-    condition = ["good", f"txn_type IN ({', '.join(runner.literal(r['txn_type']) for r in rules)})"]
-    if first["exclude_single_above"] is not None:
-        condition.append(f"amount <= {_money(first['exclude_single_above'])}")
-    if excluded_mccs:
+def _counted(position: int, rule: dict) -> str:
+    """The list element of the figure at ``position`` (from 1) in ``txn_figure_rules``: its sum over the
+    rows it counts. The rule's values are read with getvariable(), which DuckDB folds into constants
+    where the macro is used: nothing of the rules is written into the SQL text, only which of its
+    conditions the figure has (a clause it does not need would cost every row)."""
+    bound = f"getvariable('txn_figure_rules')[{position}]"
+    condition = ["good", f"list_contains({bound}.txn_types, txn_type)"]
+    if rule["exclude_single_above"] is not None:
+        condition.append(f"amount <= {bound}.exclude_single_above")
+    if rule["excluded_mccs"]:
         # A row without a merchant category is never excluded.
-        condition.append(f"(mcc IS NULL OR mcc NOT IN ({', '.join(map(runner.literal, excluded_mccs))}))")
-    counted = (f"txn_counted(amount, fee, {_money(first['cap_per_transaction'])}, "
-               f"{'true' if first['apply_fee_factor'] else 'false'})")
-    return (f"{{'program': {runner.literal(program)}, 'figure': {runner.literal(figure)}, "
+        condition.append(f"(mcc IS NULL OR NOT list_contains({bound}.excluded_mccs, mcc))")
+    counted = f"txn_counted(amount, fee, {bound}.cap, {bound}.apply_fee_factor)"
+    return (f"{{'program': {bound}.program, 'figure': {bound}.figure, "
             f"'counted': sum({counted}) FILTER (WHERE {' AND '.join(condition)})}}")
 
 
@@ -49,17 +49,23 @@ def define_txn_figure_sums(con: duckdb.DuckDBPyConnection, figure_rules: list[di
 
     ``figure_rules``: per program, figure and txn_type, the figure's cap_per_transaction,
     apply_fee_factor and exclude_single_above; ``excluded_mcc``: per program and figure, an excluded
-    merchant category (the shapes of ingestion's rule tables). Names and codes come from validated
-    rule files; they are quoted as literals all the same.
+    merchant category (the shapes of ingestion's rule tables). One rule per figure is bound into the
+    variable ``txn_figure_rules``; the macro has one list element per figure, which reads it.
     """
     runner.run(con, "txn_counted")
     by_figure = itemgetter("program", "figure")
     mccs: dict[tuple[str, str], list[str]] = {}
     for row in excluded_mcc:
         mccs.setdefault(by_figure(row), []).append(row["mcc"])
-    elements = [
-        _counted(program, figure, list(rules), sorted(mccs.get((program, figure), [])))
-        for (program, figure), rules in groupby(sorted(figure_rules, key=by_figure), key=by_figure)
-    ]
+    rules = []
+    for (program, figure), rows in groupby(sorted(figure_rules, key=by_figure), key=by_figure):
+        rows = list(rows)
+        first = rows[0]
+        rules.append({"program": program, "figure": figure, "txn_types": [r["txn_type"] for r in rows],
+                      "cap": first["cap_per_transaction"], "apply_fee_factor": bool(first["apply_fee_factor"]),
+                      "exclude_single_above": first["exclude_single_above"],
+                      "excluded_mccs": sorted(mccs.get((program, figure), []))})
+    con.execute(f"SET VARIABLE txn_figure_rules = CAST($rules AS {_RULE}[])", {"rules": rules})
+    elements = [_counted(position, rule) for position, rule in enumerate(rules, start=1)]
     con.execute(f"CREATE OR REPLACE TEMP MACRO txn_figure_sums(good, txn_type, amount, fee, mcc) AS "
                 f"CAST([{', '.join(elements)}] AS {FIGURE_SUM}[])")

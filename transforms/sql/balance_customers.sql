@@ -1,3 +1,6 @@
+-- name: balance_customers
+-- kind: temp table
+-- reads: balance_accounts, customers
 -- balance_customers: per customer_id that a month's balance rows name, how many of its rows pass
 -- the checks a row makes by itself, how many fail them or cannot be converted to CNY, and whether
 -- the customer is known. The rows of the few unknown customers are quarantined by joining this

@@ -1,3 +1,8 @@
+-- name: balance_duplicates
+-- kind: temp table
+-- reads: balance_accounts, landed_balances
+-- registered: landed_balances
+-- params: month_end, month_start
 -- balance_duplicates: the rows of a month whose (account_id, balance_date) another row shares.
 -- Only rows dated in the month can be duplicates that matter (any other row has an earlier
 -- problem). An account has one when it has more dated rows than distinct days (balance_accounts);

@@ -1,3 +1,6 @@
+-- name: cell_types
+-- kind: macro
+-- produces: text_date, text_money, padded, typed_money, text_fee, typed_fee, text_integer, typed_integer, to_cny
 -- cell_types: how a landing cell becomes a typed value (data-contract.md section 1). Text cells must
 -- match the contract's pattern exactly; a Parquet column already of a fitting type (DATE, DECIMAL with
 -- at most the allowed decimals; landing.py rejects any other type with the file) is taken as it is,
@@ -21,6 +24,11 @@ CREATE OR REPLACE TEMP MACRO text_fee(cell) AS
     CASE WHEN regexp_full_match(cell, '-?[0-9]{1,2}(\.[0-9]{1,6})?') THEN CAST(cell AS DECIMAL(9, 6)) END;
 CREATE OR REPLACE TEMP MACRO typed_fee(cell) AS
     CASE WHEN abs(cell) < 100 THEN CAST(cell AS DECIMAL(9, 6)) END;
+-- A count (card points): an integer of at most 18 digits; `12.5` is not one (unparseable). A Parquet
+-- integer column is taken as it is (one that does not fit a BIGINT reads as unparseable).
+CREATE OR REPLACE TEMP MACRO text_integer(cell) AS
+    CASE WHEN regexp_full_match(cell, '-?[0-9]{1,18}') THEN CAST(cell AS BIGINT) END;
+CREATE OR REPLACE TEMP MACRO typed_integer(cell) AS TRY_CAST(cell AS BIGINT);
 -- An amount in CNY: converted row by row and rounded half-up to the cent, before anything is summed
 -- (widened first: DECIMAL(18, 2) * DECIMAL(18, 8) overflows DuckDB's 18-digit multiply).
 CREATE OR REPLACE TEMP MACRO to_cny(amount, rate) AS round(CAST(amount AS DECIMAL(38, 2)) * rate, 2);

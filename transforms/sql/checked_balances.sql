@@ -1,3 +1,8 @@
+-- name: checked_balances
+-- kind: view
+-- reads: landed_balances, month_fx_rates, cell_types
+-- registered: landed_balances
+-- params: month_end, month_start, product_codes, risk_classes
 -- checked_balances: every landed balance row with its first problem that the row shows by itself
 -- (row_problem, 'column:reason'), before the checks that need other rows or tables.
 -- Written so that the common row costs little: a typed value that is there proves its cell was

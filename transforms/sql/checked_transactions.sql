@@ -1,3 +1,8 @@
+-- name: checked_transactions
+-- kind: view
+-- reads: landed_transactions, month_fx_rates, cell_types
+-- registered: landed_transactions
+-- params: month_end, month_start, txn_types
 -- checked_transactions: every landed transaction row with its first problem that the row shows by
 -- itself (row_problem, 'column:reason'), before the checks that need other rows or tables.
 -- Written so that the common row costs little: a typed value that is there proves its cell was

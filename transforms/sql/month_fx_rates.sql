@@ -1,3 +1,7 @@
+-- name: month_fx_rates
+-- kind: temp table
+-- reads: fx_rates
+-- params: month_end, month_start
 -- month_fx_rates: for every day of one month and every currency with rates, the rate that converts
 -- that day's amounts (data-contract.md: the rate of the day, or the latest before it; NULL when the
 -- currency has none yet). A few hundred rows, so every landed row can look its rate up cheaply.

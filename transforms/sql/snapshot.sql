@@ -1,3 +1,8 @@
+-- name: snapshot
+-- kind: query
+-- reads: figure_measures, tier_decisions, rule_tiers
+-- registered: rule_tiers
+-- params: effective_from, next_review, points_scale, rules_version
 -- snapshot: the published rows of one program and month-end, in the column order of
 -- data-contract.md section 3, then the program's explanatory columns (the lists pts_list and
 -- fig_list, which the publisher spreads into pts_<figure> per scored figure and fig_<figure> per figure). Shown points are cut,

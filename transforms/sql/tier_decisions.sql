@@ -1,3 +1,8 @@
+-- name: tier_decisions
+-- kind: temp table
+-- reads: customers, figure_measures, rule_conditions, rule_tiers, rule_floors, rule_caps, rule_buffers, held_products, credit_events, prev_snapshot
+-- registered: rule_conditions, rule_tiers, rule_floors, rule_caps, rule_buffers, prev_snapshot
+-- params: as_of, cap_tier, default_failed_reviews, fall_to, is_review, meeting_resets_buffer, points_scale
 -- tier_decisions: for one program and month-end, the computed tier, floor and cap, and the tier
 -- state machine of programs.md section 3 applied to last month's snapshot (prev_snapshot).
 WITH customer AS (

@@ -1,3 +1,6 @@
+-- name: transaction_customers
+-- kind: temp table
+-- reads: transaction_groups, customers
 -- transaction_customers: per customer_id that a month's transaction rows name, how many of its rows
 -- pass the checks a row makes by itself, how many fail them or cannot be converted to CNY, and
 -- whether the customer is known. The rows of the few unknown customers are quarantined by joining

@@ -1,3 +1,7 @@
+-- name: transaction_duplicates
+-- kind: temp table
+-- reads: landed_transactions, transaction_groups
+-- registered: landed_transactions
 -- transaction_duplicates: the rows of a month whose txn_id another row shares (whatever else is
 -- wrong with them), with the customer each names. Only the rows whose id hash more than one row
 -- has (transaction_groups) are read again and compared exactly.

@@ -1,3 +1,7 @@
+-- name: transaction_groups
+-- kind: temp table
+-- reads: checked_transactions, landed_transactions, txn_figure_sums
+-- registered: landed_transactions, txn_figure_sums
 -- transaction_groups: one month's transaction rows grouped two ways. Per customer_id, in the month's
 -- one full scan: how many rows pass the checks a row makes by itself, fail them, or cannot be
 -- converted to CNY, and every program's transaction figures summed over the rows that pass and

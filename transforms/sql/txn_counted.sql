@@ -1,3 +1,5 @@
+-- name: txn_counted
+-- kind: macro
 -- txn_counted: what one transaction counts toward a figure (programs.md), in CNY:
 -- round_half_up(min(amount, cap) * fee_factor, 2) when the figure applies the fee factor, else
 -- min(amount, cap). cap is NULL for no cap. Most rows count in full (fee 1): no rounding to do.

@@ -1,3 +1,8 @@
+-- name: txn_figure_month
+-- kind: statement
+-- reads: transaction_duplicates, transaction_groups, customers, validated_transactions, txn_figure_sums
+-- registered: txn_figure_sums
+-- params: month_start
 -- txn_figure_month for one month: each program's transaction figures per customer, each transaction
 -- counted as txn_counted after the program's exclusions, over the good rows only (txn_figure_sums).
 -- The month's scan (transaction_groups) summed every customer's rows that pass their own checks and

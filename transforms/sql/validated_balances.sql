@@ -1,3 +1,6 @@
+-- name: validated_balances
+-- kind: view
+-- reads: checked_balances, balance_customers, balance_duplicates, cell_types
 -- validated_balances: every landed row of one month's balance file(s), typed, converted to CNY,
 -- with its first problem (problem_column, reason) or NULLs when the row is good. A view: each use
 -- scans the landing files once, and nothing of the size of the month is stored.

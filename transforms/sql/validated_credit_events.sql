@@ -1,3 +1,8 @@
+-- name: validated_credit_events
+-- kind: temp table
+-- reads: staged_credit_events, customers
+-- registered: staged_credit_events
+-- params: credit_event_codes
 -- validated_credit_events: every staged credit-event row, typed, with its first problem (NULLs when good).
 WITH typed AS (
     SELECT

@@ -1,3 +1,7 @@
+-- name: validated_customers
+-- kind: temp table
+-- reads: staged_customers
+-- registered: staged_customers
 -- validated_customers: every staged customer row with its first problem (NULLs when good).
 WITH keyed AS (
     SELECT *, count(*) OVER (PARTITION BY customer_id) AS key_rows

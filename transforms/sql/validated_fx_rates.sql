@@ -1,3 +1,7 @@
+-- name: validated_fx_rates
+-- kind: temp table
+-- reads: staged_fx_rates
+-- registered: staged_fx_rates
 -- validated_fx_rates: every staged rate row, typed, with its first problem (NULLs when good).
 WITH typed AS (
     SELECT

@@ -1,3 +1,8 @@
+-- name: validated_products
+-- kind: temp table
+-- reads: staged_products, customers
+-- registered: staged_products
+-- params: held_product_codes
 -- validated_products: every staged held-product row, typed, with its first problem (NULLs when good).
 WITH typed AS (
     SELECT

@@ -1,3 +1,7 @@
+-- name: whatif_movers
+-- kind: statement
+-- produces: movers
+-- params: published, whatif
 -- whatif_movers: One row per customer and month whose what-if tier differs from the published one (a customer on one
 -- side only counts too), with the what-if points and figures that explain the new tier.
 CREATE OR REPLACE TEMP TABLE movers AS
