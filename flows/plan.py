@@ -16,7 +16,8 @@ from ground.errors import InputError
 from ground.months import Month, month_range, window
 from ground.paths import duckdb_path
 from stores.warehouse import Warehouse
-from transforms import landing, sources
+from rules import sources
+from transforms import landing
 from transforms.evaluate import check_chain
 
 

@@ -16,6 +16,7 @@ from typing import Annotated, Literal, Union
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from ground.months import Month
+from rules import sources
 
 
 def _not_text(value: object) -> object:
@@ -104,11 +105,11 @@ class TransactionFigure(_Strict):
 
 Figure = Annotated[Union[BalanceFigure, TransactionFigure, LedgerFigure, LatestFigure], Field(discriminator="source")]
 
-# Where each source's data comes from: a monthly dataset read over the figure's window, or a reference file.
-MONTHLY_SOURCES = ("balances", "transactions", "card_points")
-# Sources a bank may not have at all: a program reading one does not apply to a landing folder without it
-# (data-contract.md section 4). Balances and transactions every landing folder has.
-OPTIONAL_SOURCES = ("card_points", "credit_scores")
+# Where each source's data comes from (rules/sources.py): a monthly dataset read over the figure's window,
+# or a reference file; and the sources a bank may not have at all (a program reading one does not apply
+# to a landing folder without it, data-contract.md section 4).
+MONTHLY_SOURCES = tuple(source.name for source in sources.monthly())
+OPTIONAL_SOURCES = tuple(source.name for source in sources.optional())
 
 
 class Points(_Strict):

@@ -1,4 +1,4 @@
-"""The data sources as declared (transforms/sources.py): the declaration agrees with the SQL and the
+"""The data sources as declared (rules/sources.py): the declaration agrees with the SQL and the
 docs, and the two newest sources, card_points and credit_scores, go through the same ingestion as
 balances (validation, quarantine, control totals, fingerprints) into their warehouse tables."""
 
@@ -18,7 +18,8 @@ from ground.errors import InputError
 from ground.months import Month
 from rules.loader import load_programs, load_vocabularies
 from stores.warehouse import Warehouse
-from transforms import evaluate, landing, runner, sources
+from rules import sources
+from transforms import evaluate, landing, runner
 from transforms.ingest import Ingestor
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -279,20 +280,22 @@ def test_the_dask_export_splits_per_customer_tables_and_gives_every_bucket_the_r
     folder = landing_with(tmp_path, POINTS_HEADER + "a,spender,2025-06-01,5\nb,borrower,2025-06-02,6\n"
                                                     "c,dollars,2025-06-03,7\n")
     warehouse, _ = ingest(tmp_path, folder)
-    [loaded] = load_programs(["icbc_star"])
-    with runner.connect(warehouse) as con:
-        run_dir = partitioned.new_run_dir(warehouse)
-        exported = partitioned.export(con, warehouse, loaded, JUNE, run_dir, 3, run_id="test")
-        [(rates,)] = con.execute("SELECT count(*) FROM fx_rates").fetchall()
-    assert rates > 0 and exported.rows["fx_rates"] == rates
-    points, customers = [], []
-    for bucket in range(3):
-        with duckdb.connect() as bucket_con:
-            partitioned.load_bucket(bucket_con, run_dir, bucket)
-            assert bucket_con.execute("SELECT count(*) FROM fx_rates").fetchone() == (rates,)
-            points += bucket_con.execute("SELECT customer_id FROM card_points_month").fetchall()
-            customers += bucket_con.execute("SELECT customer_id FROM customers").fetchall()
-    # Each customer's rows in exactly one bucket; a program reads card points only through its window.
-    assert len(customers) == len(set(customers)) == 4
-    windowed = "card_points" in loaded.rules.history_months
-    assert sorted(points) == ([("borrower",), ("dollars",), ("spender",)] if windowed else [])
+    # icbc_star reads no card points (a window of 0 months); cgb_card_star reads 12 months of them.
+    for loaded in load_programs(["icbc_star", "cgb_card_star"]):
+        with runner.connect(warehouse) as con:
+            run_dir = partitioned.new_run_dir(warehouse)
+            exported = partitioned.export(con, warehouse, loaded, JUNE, run_dir, 3, run_id="test")
+            [(rates,)] = con.execute("SELECT count(*) FROM fx_rates").fetchall()
+        assert rates > 0 and exported.rows["fx_rates"] == rates
+        points, customers = [], []
+        for bucket in range(3):
+            with duckdb.connect() as bucket_con:
+                partitioned.load_bucket(bucket_con, run_dir, bucket)
+                assert bucket_con.execute("SELECT count(*) FROM fx_rates").fetchone() == (rates,)
+                points += bucket_con.execute("SELECT customer_id FROM card_points_month").fetchall()
+                customers += bucket_con.execute("SELECT customer_id FROM customers").fetchall()
+        # Each customer's rows in exactly one bucket; a program reads card points only through its window.
+        assert len(customers) == len(set(customers)) == 4
+        windowed = loaded.rules.history_months.get("card_points", 0) > 0
+        assert windowed == (loaded.name == "cgb_card_star")
+        assert sorted(points) == ([("borrower",), ("dollars",), ("spender",)] if windowed else [])

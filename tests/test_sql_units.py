@@ -21,7 +21,8 @@ import pytest
 from rules.loader import RULES_DIR, load_program, load_vocabularies
 from ground.months import Month, window
 from stores.warehouse import Warehouse
-from transforms import landing, runner, sources
+from rules import sources
+from transforms import landing, runner
 from transforms.evaluate import evaluate
 from transforms.ingest import Ingestor, validate_month, vocabulary_params
 

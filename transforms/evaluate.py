@@ -30,7 +30,8 @@ from ground.months import Month, window
 from ground.paths import duckdb_path, path_literal
 from transforms.version import code_version
 from stores.warehouse import Warehouse
-from transforms import runner, sources
+from rules import sources
+from transforms import runner
 
 # The type of every snapshot column that is read back as last month's state.
 _EMPTY_PREV = (

@@ -27,7 +27,8 @@ from ground.checksums import sha256_file
 from ground.errors import InputError
 from ground.months import Month
 from ground.paths import path_literal
-from transforms import landing, runner, sources, txn_figures
+from rules import sources
+from transforms import landing, runner, txn_figures
 
 # Reference datasets in load order, with whether the landing folder must have them (sources.py).
 REFERENCE_DATASETS = tuple((source.name, source.required) for source in sources.reference())

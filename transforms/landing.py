@@ -30,7 +30,8 @@ from ground.checksums import content_and_sha256, content_digest
 from ground.errors import InputError, TiersError
 from ground.paths import duckdb_path
 from ground.months import Month
-from transforms import runner, sources
+from rules import sources
+from transforms import runner
 
 FORMATS = (".csv", ".parquet")
 

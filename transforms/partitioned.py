@@ -40,7 +40,8 @@ from ground.months import Month, window
 from ground.paths import duckdb_path, path_literal
 from stores.warehouse import Warehouse
 from transforms import evaluate as evaluation
-from transforms import runner, sources
+from rules import sources
+from transforms import runner
 
 RUN_PREFIX = "partitioned-"
 # A memory size as TIERS_DUCKDB_MEMORY_LIMIT spells it, in DuckDB's units (KB = 1000 bytes, KiB = 1024).

@@ -1,8 +1,8 @@
 -- name: figure_measures
 -- kind: temp table
--- reads: customers, rule_figures, eval_figures, rule_figure_codes, balance_month, txn_figure_month
+-- reads: customers, rule_figures, eval_figures, rule_figure_codes, balance_month, txn_figure_month, card_points_month, credit_scores
 -- registered: rule_figures, eval_figures, rule_figure_codes
--- params: month_start, program
+-- params: month_start, as_of, program
 -- figure_measures: for one program and month-end, every customer's every figure as an exact
 -- fraction num / scale of CNY (num in cents; scale = 100 * days of the window for averages, else 100),
 -- read from stored monthly sums (balance_month, txn_figure_month, card_points_month) and reference data

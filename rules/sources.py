@@ -75,6 +75,9 @@ class DataSource:
     table: str
     monthly: bool = False
     required: bool = False  # a reference file the landing folder must have
+    # A bank may not have it at all: a program whose figures read it does not apply to a landing folder
+    # without it (data-contract.md section 4), where a missing month of a source every bank has fails.
+    optional: bool = False
     keep: tuple[str, ...] = ()  # reference: the validated columns stored in ``table``
     summed: str = ""  # monthly: how a month is summed into ``table``
     control_total: str | None = None  # the column a control file's total sums, as written
@@ -172,7 +175,7 @@ SOURCES: tuple[DataSource, ...] = (
                  "score:missing_value", "scored_on:unparseable", "score:unparseable", "score:out_of_range",
                  "customer_id:unknown_customer", "scored_on:duplicate_key"),
         table="credit_scores", keep=("customer_id", "scored_day", "score_value"),
-        read_by=("credit score conditions",),
+        read_by=("credit score conditions",), optional=True,
     ),
     DataSource(
         "balances", "an account's end-of-day balance on one day",
@@ -224,7 +227,7 @@ SOURCES: tuple[DataSource, ...] = (
         table="card_points_month", monthly=True, control_total="points",
         summed="per customer: the sum of the month's points",
         customers_summary="card_point_customers", duplicates_summary="card_point_duplicates",
-        read_by=("card points figures",),
+        read_by=("card points figures",), optional=True,
     ),
 )
 
@@ -237,6 +240,10 @@ def source(name: str) -> DataSource:
 
 def monthly() -> tuple[DataSource, ...]:
     return tuple(s for s in SOURCES if s.monthly)
+
+
+def optional() -> tuple[DataSource, ...]:
+    return tuple(s for s in SOURCES if s.optional)
 
 
 def reference() -> tuple[DataSource, ...]:
