@@ -512,7 +512,8 @@ def demo(
         out.print(tier_counts(warehouse, name))
     months_published = len({evaluated.month for evaluated in result["evaluated"]})
     out.print(f"\nSnapshots: {warehouse}/snapshots ({len(names)} programs, {months_published} months). Try next:\n")
-    for command in _next_commands(warehouse, names[0], last_month):
+    shown = "icbc_star" if "icbc_star" in names else names[0]  # the richest explain: seven stars, floors, caps
+    for command in _next_commands(warehouse, shown, last_month):
         out.print(f"  {command}", markup=False, highlight=False, soft_wrap=True)
 
 
