@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The stamp is rebuilt whenever the pins or the project metadata change.
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast bench bench-backfill lock clean
+.PHONY: setup demo test test-fast bench bench-all bench-backfill lock clean
 
 setup: $(STAMP)
 

@@ -9,6 +9,10 @@ three accounts each with daily balances, about fifteen transactions a month. The
 Both run against a Prefect server that is already up, as a scheduled deployment's runs do; (b) is
 measured once more the way an ad-hoc `tiers run` goes, starting Prefect's temporary server itself
 (about 6 s more on 2 cores).
+With --all-programs, every shipped program instead (the seven of rules/): thirteen months
+(2025-01..2026-01) with card points, scores and foreign-currency assets, since China Guangfa Bank's
+stars read twelve months; (a) is then `tiers backfill` of 2025-12 (twelve months ingested) and (b)
+`tiers run` of 2026-01.
 Prints and appends to bench/results-month-end.md: wall time, rows read per second, the child's peak
 memory, seconds and peak memory per stage (bench/timing.py), the evaluation's seconds per step from
 the snapshot's manifest, and how the times scale from the smaller customer count to the larger.
@@ -36,6 +40,7 @@ sys.path.insert(0, str(PROJECT))
 
 from bench.timing import Measured, run_tiers  # noqa: E402
 from data.generator import generate_landing  # noqa: E402
+from ground.months import Month  # noqa: E402
 
 RESULTS = PROJECT / "bench" / "results-month-end.md"
 
@@ -82,39 +87,42 @@ def prefect_server(workdir: Path) -> Iterator[str]:
         server.wait(timeout=30)
 
 
-def measure(customers: int, workdir: Path, api_url: str) -> tuple[list[str], float, float]:
+def measure(customers: int, workdir: Path, api_url: str, all_programs: bool = False) -> tuple[list[str], float, float]:
     """The cold first month and the warm month-end for ``customers``: result lines, cold and warm
     seconds (both against the running server ``api_url``); the warm month-end once more with the
     temporary server a plain `tiers run` starts, from a copy of the same warehouse."""
-    landing = workdir / f"landing-{customers}-parquet-7m"
-    warehouse = workdir / f"warehouse-{customers}"
+    months, cold_month, warm_month = (13, "2025-12", "2026-01") if all_programs else (7, "2025-06", "2025-07")
+    landing = workdir / (f"landing-{customers}-parquet-13m-all" if all_programs else f"landing-{customers}-parquet-7m")
+    warehouse = workdir / f"warehouse-{customers}{'-all' if all_programs else ''}"
     if not landing.exists():
         started = time.perf_counter()
-        generate_landing(landing, customers=customers, first_month="2025-01", months=7, file_format="parquet",
+        generate_landing(landing, customers=customers, first_month="2025-01", months=months, file_format="parquet",
                          txns_per_customer_month=15.0)
         print(f"generated {landing} in {time.perf_counter() - started:.0f} s")
     shutil.rmtree(warehouse, ignore_errors=True)
-    common = ["--input", str(landing), "--program", "icbc_star"]
+    common = ["--input", str(landing)] + ([] if all_programs else ["--program", "icbc_star"])
     served = {"PREFECT_API_URL": api_url}
+    what = "all programs, " if all_programs else ""
+    ingested = 12 if all_programs else 6
 
-    cold = run_tiers("backfill", "--from", "2025-06", "--to", "2025-06", *common, "--warehouse", str(warehouse),
+    cold = run_tiers("backfill", "--from", cold_month, "--to", cold_month, *common, "--warehouse", str(warehouse),
                      env=served)
-    cold_manifest = _manifest(warehouse, "2025-06-30")
+    cold_manifest = _manifest(warehouse, Month.parse(cold_month).last_day.isoformat())
     ephemeral_warehouse = warehouse.with_name(warehouse.name + "-ephemeral")
     shutil.rmtree(ephemeral_warehouse, ignore_errors=True)
     shutil.copytree(warehouse, ephemeral_warehouse)
-    warm = run_tiers("run", "--month", "2025-07", *common, "--warehouse", str(warehouse), env=served)
-    warm_manifest = _manifest(warehouse, "2025-07-31")
-    ephemeral = run_tiers("run", "--month", "2025-07", *common, "--warehouse", str(ephemeral_warehouse))
+    warm = run_tiers("run", "--month", warm_month, *common, "--warehouse", str(warehouse), env=served)
+    warm_manifest = _manifest(warehouse, Month.parse(warm_month).last_day.isoformat())
+    ephemeral = run_tiers("run", "--month", warm_month, *common, "--warehouse", str(ephemeral_warehouse))
     shutil.rmtree(ephemeral_warehouse)
     # Rows read in this run: the cold run read the whole window, the warm run one new month.
-    warm_new = sum(i["rows_read"] for i in warm_manifest["inputs"] if i["month"] == "2025-07")
+    warm_new = sum(i["rows_read"] for i in warm_manifest["inputs"] if i["month"] == warm_month)
     lines = [
-        _line("cold first month (backfill 2025-06, 6 months ingested; Prefect server running)", customers, cold,
-              cold_manifest, cold_manifest["rows_in"]),
-        _line("warm month-end (run 2025-07, 1 month ingested; Prefect server running)", customers, warm,
+        _line(f"{what}cold first month (backfill {cold_month}, {ingested} months ingested; Prefect server running)",
+              customers, cold, cold_manifest, cold_manifest["rows_in"]),
+        _line(f"{what}warm month-end (run {warm_month}, 1 month ingested; Prefect server running)", customers, warm,
               warm_manifest, warm_new),
-        _line("warm month-end, ad hoc (as above; tiers starts Prefect's temporary server)", customers, ephemeral,
+        _line(f"{what}warm month-end, ad hoc (as above; tiers starts Prefect's temporary server)", customers, ephemeral,
               warm_manifest, warm_new),
     ]
     return lines, cold.seconds, warm.seconds
@@ -129,12 +137,14 @@ def main() -> None:
     parser.add_argument("--customers", type=int, nargs="+", default=[250_000, 1_000_000],
                         help="customer counts to measure, smallest first (the last two give the scaling ratio)")
     parser.add_argument("--workdir", type=Path, default=PROJECT / "build" / "bench")
+    parser.add_argument("--all-programs", action="store_true",
+                        help="every shipped program over 13 months, instead of icbc_star over 7")
     args = parser.parse_args()
 
     lines, seconds = [], {}
     with prefect_server(args.workdir) as api_url:
         for customers in args.customers:
-            measured, cold, warm = measure(customers, args.workdir, api_url)
+            measured, cold, warm = measure(customers, args.workdir, api_url, args.all_programs)
             lines += measured
             seconds[customers] = (cold, warm)
             print("\n".join(measured), flush=True)
