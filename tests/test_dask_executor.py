@@ -35,7 +35,9 @@ from stores.warehouse import Warehouse
 from transforms import runner
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
-PROGRAMS = ["boc_vip", "bohai_wealth", "icbc_star"]
+# Every shipped program: the generated landing carries the data of each (card points and scores, USD rates).
+PROGRAMS = ["boc_vip", "bohai_wealth", "cgb_card_star", "icbc_star",
+            "private_banking_8m", "private_banking_cbrc", "private_banking_ubs"]
 
 
 # -- helpers ----------------------------------------------------------------------------------------
@@ -136,6 +138,7 @@ def test_backfill_on_two_workers_equals_a_single_process_run(synthetic, prefect_
                      "--warehouse", str(dask), "--executor", "dask", check=True)
     assert done.stderr.strip() == "", done.stderr  # Dask and Prefect stay quiet on the command line
 
+    assert sorted({key.split("/")[0].removeprefix("program=") for key in snapshot_files(dask)}) == PROGRAMS
     assert assert_same_snapshots(single, dask) == 3000 * 3 * len(PROGRAMS)
     manifest = json.loads(snapshots.manifest_path(Warehouse(dask), "icbc_star", Month.parse("2025-06")).read_text())
     assert manifest["executor"]["name"] == "dask" and manifest["executor"]["partitions"] == 4  # 2 x 2 worker threads
