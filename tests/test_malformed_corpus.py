@@ -91,6 +91,7 @@ GOOD_ROWS = {
     "products": dict(customer_id="borrower", product_code="credit_card_gold", opened_on="2025-01-01", closed_on=""),
     "credit_events": dict(customer_id="borrower", event_code="loan_loss", started_on="2025-01-01", cured_on=""),
     "fx_rates": dict(rate_date="2025-06-02", currency="EUR", cny_per_unit="7.80000000"),
+    "credit_scores": dict(customer_id="borrower", scored_on="2025-01-01", score="700"),
 }
 
 
