@@ -4,7 +4,7 @@ A declaration says what a source is: its columns and the physical types each acc
 bad-row reasons its validation gives, its control-total column, the warehouse table its good rows or
 monthly sums go to (and how), and which figure kinds read it. Staging and landing (landing.py),
 validation, quarantine and the monthly sums (ingest.py), the Dask export (partitioned.py) and the
-table of docs/sources.md are derived from these; the SQL of each source (sql/validated_<source>.sql,
+table of docs/sources.md are derived from these; the SQL of each source (its `validated`,
 and for a monthly source the file that sums it) does the set-based work. docs/sources.md says how to
 add the next source.
 
@@ -71,7 +71,7 @@ class DataSource:
     one_row_is: str
     columns: tuple[Column, ...]
     key: tuple[str, ...]
-    reasons: tuple[str, ...]  # 'column:reason', as validated_<name> gives them
+    reasons: tuple[str, ...]  # 'column:reason', as its validation (``validated``) gives them
     table: str
     monthly: bool = False
     required: bool = False  # a reference file the landing folder must have
