@@ -8,6 +8,7 @@ well under 2 s, not the 20 to 40 s of Prefect's temporary server starting first.
 from __future__ import annotations
 
 import http.client
+import inspect
 import os
 import shlex
 import shutil
@@ -15,6 +16,7 @@ import signal
 import socket
 import sys
 import tomllib
+from dataclasses import dataclass
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Callable, Optional
@@ -406,69 +408,86 @@ def _print_summary(result: dict) -> None:
     out.print(published)
 
 
+@dataclass(frozen=True)
+class WritingRun:
+    """The options run and backfill both take after their months, declared once (_writing_command)."""
+
+    program: Programs = None
+    warehouse: WarehouseDir = DEFAULT_WAREHOUSE
+    max_bad_rows: MaxBadRows = 0
+    wait: Wait = 0
+    executor: Executor = "local"
+    dask_address: DaskAddress = None
+    partitions: Partitions = None
+    require_control: RequireControl = False
+
+    def check(self) -> None:
+        """What a writing run checks before Prefect is imported, and the Prefect server it will use."""
+        _check_programs(self.program)
+        _warehouse_folder(self.warehouse)
+        _check_executor(self.executor, self.dask_address, self.partitions)
+        _use_running_prefect_server()
+        _check_reachable(self.dask_address)
+
+    def show(self, run_flow: Callable, input_dir: Path, *months: str) -> None:
+        """Run the writing flow with progress bars on the terminal, then print its summary."""
+        with progress.reporting(out):
+            result = run_flow(str(input_dir), *months, str(self.warehouse), self.program, self.max_bad_rows,
+                              self.wait, self.executor, self.dask_address, self.partitions,
+                              require_control=self.require_control)
+        _print_summary(result)
+
+
+def _writing_command(command: Callable) -> Callable:
+    """A command that takes ``options: WritingRun``: typer sees the command's own parameters followed by
+    WritingRun's fields as options (it reads ``__signature__`` and the annotations), and the command gets
+    them as one WritingRun."""
+    own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != "options"]
+    shared = list(inspect.signature(WritingRun, eval_str=True).parameters.values())
+
+    @wraps(command)
+    def with_options(**arguments):
+        options = WritingRun(**{p.name: arguments.pop(p.name) for p in shared})
+        return command(**arguments, options=options)
+
+    with_options.__signature__ = inspect.Signature([*own, *shared])
+    with_options.__annotations__ = {p.name: p.annotation for p in (*own, *shared)}
+    return with_options
+
+
 @app.command()
 @_plain_errors
+@_writing_command
 def run(
     input_dir: InputDir,
     month: Annotated[str, typer.Option("--month", help="The month-end to evaluate, YYYY-MM.")],
-    program: Programs = None,
-    warehouse: WarehouseDir = DEFAULT_WAREHOUSE,
-    max_bad_rows: MaxBadRows = 0,
-    wait: Wait = 0,
-    executor: Executor = "local",
-    dask_address: DaskAddress = None,
-    partitions: Partitions = None,
-    require_control: RequireControl = False,
+    options: WritingRun,
 ):
     """The month-end run: ingest what the window needs, evaluate, publish (and re-run later published months)."""
     _folder("--input", input_dir, "the landing folder")
     _month("--month", month)
-    _check_writing_run(program, warehouse, executor, dask_address, partitions)
+    options.check()
     from flows.runs import month_end
 
-    _show_run(month_end, str(input_dir), month, str(warehouse), program, max_bad_rows, wait,
-              executor, dask_address, partitions, require_control=require_control)
+    options.show(month_end, input_dir, month)
 
 
 @app.command()
 @_plain_errors
+@_writing_command
 def backfill(
     input_dir: InputDir,
     first: Annotated[str, typer.Option("--from", help="First month, YYYY-MM.")],
     last: Annotated[str, typer.Option("--to", help="Last month, YYYY-MM.")],
-    program: Programs = None,
-    warehouse: WarehouseDir = DEFAULT_WAREHOUSE,
-    max_bad_rows: MaxBadRows = 0,
-    wait: Wait = 0,
-    executor: Executor = "local",
-    dask_address: DaskAddress = None,
-    partitions: Partitions = None,
-    require_control: RequireControl = False,
+    options: WritingRun,
 ):
     """Evaluate every month from --from to --to in order, carrying state month to month."""
     _folder("--input", input_dir, "the landing folder")
     _span(first, last)
-    _check_writing_run(program, warehouse, executor, dask_address, partitions)
+    options.check()
     from flows.runs import backfill as backfill_flow
 
-    _show_run(backfill_flow, str(input_dir), first, last, str(warehouse), program, max_bad_rows, wait,
-              executor, dask_address, partitions, require_control=require_control)
-
-
-def _check_writing_run(program, warehouse: Path, executor: str, dask_address, partitions) -> None:
-    """What run and backfill check before Prefect is imported, and the Prefect server they will use."""
-    _check_programs(program)
-    _warehouse_folder(warehouse)
-    _check_executor(executor, dask_address, partitions)
-    _use_running_prefect_server()
-    _check_reachable(dask_address)
-
-
-def _show_run(run_flow: Callable, *args, **options) -> None:
-    """Run a writing flow with progress bars on the terminal, then print its summary."""
-    with progress.reporting(out):
-        result = run_flow(*args, **options)
-    _print_summary(result)
+    options.show(backfill_flow, input_dir, first, last)
 
 
 @app.command()

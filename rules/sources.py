@@ -4,7 +4,7 @@ A declaration says what a source is: its columns and the physical types each acc
 bad-row reasons its validation gives, its control-total column, the warehouse table its good rows or
 monthly sums go to (and how), and which figure kinds read it. Staging and landing (landing.py),
 validation, quarantine and the monthly sums (ingest.py), the Dask export (partitioned.py) and the
-table of docs/sources.md are derived from these; the SQL of each source (sql/validated_<source>.sql,
+table of docs/sources.md are derived from these; the SQL of each source (its `validated`,
 and for a monthly source the file that sums it) does the set-based work. docs/sources.md says how to
 add the next source.
 
@@ -71,7 +71,7 @@ class DataSource:
     one_row_is: str
     columns: tuple[Column, ...]
     key: tuple[str, ...]
-    reasons: tuple[str, ...]  # 'column:reason', as validated_<name> gives them
+    reasons: tuple[str, ...]  # 'column:reason', as its validation (``validated``) gives them
     table: str
     monthly: bool = False
     required: bool = False  # a reference file the landing folder must have
@@ -92,6 +92,9 @@ class DataSource:
     # Monthly sums kept per program (the programs' transaction rules shape them): the Dask path exports
     # only the evaluated program's.
     per_program: bool = False
+    # Reference interval sources (_interval): the vocabulary parameter (ingest.vocabulary_params) their
+    # codes come from.
+    interval_codes: str | None = None
 
     @property
     def required_columns(self) -> tuple[str, ...]:
@@ -115,7 +118,14 @@ class DataSource:
 
     @property
     def validated(self) -> str:
-        return f"validated_{self.name}"
+        return "validated_intervals" if self.interval_codes else f"validated_{self.name}"
+
+    @property
+    def interval_params(self) -> dict[str, str]:
+        """What sql/validated_intervals.sql binds besides the codes: the staged table and its column names."""
+        [code] = [c.name for c in self.columns if c.kind == "code"]
+        start, end = [c.name for c in self.columns if c.kind == "date"]
+        return {"staged": self.landed, "code_column": code, "start_column": start, "end_column": end}
 
     @property
     def landed(self) -> str:
@@ -124,6 +134,22 @@ class DataSource:
 
 def _id(name: str, required: bool = True) -> Column:
     return Column(name, "id", required)
+
+
+def _interval(name: str, one_row_is: str, code: str, start: str, end: str, codes: str, table: str,
+              read_by: tuple[str, ...]) -> DataSource:
+    """A reference interval source: a customer holds a code from a start date to an optional end date.
+    They share one validation (sql/validated_intervals.sql), so their reasons, in its order of
+    precedence, and stored columns follow from the column names."""
+    return DataSource(
+        name, one_row_is,
+        (_id("customer_id"), Column(code, "code"), Column(start, "date"), Column(end, "date", required=False)),
+        key=(),
+        reasons=("customer_id:missing_value", "customer_id:padded_value", f"{code}:missing_value",
+                 f"{start}:missing_value", f"{start}:unparseable", f"{end}:unparseable", f"{code}:unknown_code",
+                 "customer_id:unknown_customer", f"{end}:end_before_start"),
+        table=table, keep=("customer_id", code, "start_day", "end_day"), interval_codes=codes, read_by=read_by,
+    )
 
 
 SOURCES: tuple[DataSource, ...] = (
@@ -145,28 +171,11 @@ SOURCES: tuple[DataSource, ...] = (
         table="fx_rates", keep=("currency", "day", "rate"), per_customer=False,
         read_by=("the conversion of non-CNY balances and transactions", "USD thresholds"),
     ),
-    DataSource(
-        "products", "a product the customer holds (cards, agreements)",
-        (_id("customer_id"), Column("product_code", "code"), Column("opened_on", "date"),
-         Column("closed_on", "date", required=False)),
-        key=(),
-        reasons=("customer_id:missing_value", "customer_id:padded_value", "product_code:missing_value",
-                 "opened_on:missing_value", "opened_on:unparseable", "closed_on:unparseable",
-                 "product_code:unknown_code", "customer_id:unknown_customer", "closed_on:end_before_start"),
-        table="held_products", keep=("customer_id", "product_code", "opened_day", "closed_day"),
-        read_by=("floor tiers (held products)",),
-    ),
-    DataSource(
-        "credit_events", "an adverse credit status",
-        (_id("customer_id"), Column("event_code", "code"), Column("started_on", "date"),
-         Column("cured_on", "date", required=False)),
-        key=(),
-        reasons=("customer_id:missing_value", "customer_id:padded_value", "event_code:missing_value",
-                 "started_on:missing_value", "started_on:unparseable", "cured_on:unparseable",
-                 "event_code:unknown_code", "customer_id:unknown_customer", "cured_on:end_before_start"),
-        table="credit_events", keep=("customer_id", "event_code", "started_day", "cured_day"),
-        read_by=("caps (adverse credit events)",),
-    ),
+    _interval("products", "a product the customer holds (cards, agreements)", "product_code", "opened_on",
+              "closed_on", codes="held_product_codes", table="held_products",
+              read_by=("floor tiers (held products)",)),
+    _interval("credit_events", "an adverse credit status", "event_code", "started_on", "cured_on",
+              codes="credit_event_codes", table="credit_events", read_by=("caps (adverse credit events)",)),
     DataSource(
         "credit_scores", "a credit score; it holds until the customer's next one",
         (_id("customer_id"), Column("scored_on", "date"), Column("score", "integer")),

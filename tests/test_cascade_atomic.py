@@ -14,14 +14,13 @@ import json
 import os
 import random
 import shutil
-import signal
 import subprocess
 import time
 
 import pytest
 
-from test_reliability import (PROGRAM, TIERS, cli_env, copy_landing, published_rows, rows_of, scale_balances,
-                              snapshot_file)
+from test_reliability import (PROGRAM, TIERS, cli_env, copy_landing, kill_group, published_rows, rows_of,
+                              scale_balances, snapshot_file)
 from ground.months import Month, month_range
 
 FROM, TO = "2025-03", "2025-06"
@@ -172,12 +171,7 @@ def test_kill_9_during_a_cascade_then_the_next_run_leaves_no_mix(references, pre
             deadline = started + rng.uniform(0.2, full_run)
             while proc.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.002)
-        exited = proc.poll() is not None
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(timeout=60)
+        exited = kill_group(proc)
 
         after_kill = published_rows(warehouse, MONTHS)  # reading each file whole: none is partial
         for month in MONTHS:

@@ -94,6 +94,20 @@ def to_parquet(csv_path: Path, parquet_path: Path, select: str = "*") -> None:
     )
 
 
+def split_into_folder(month_file: Path, csv_rows: list[str], parquet_rows: list[str]) -> Path:
+    """Replace a month's file by a folder of the same month: ``a.csv`` with ``csv_rows`` and ``b.parquet``
+    with ``parquet_rows`` (data lines of the file, under its header)."""
+    header = month_file.read_text().splitlines()[0]
+    folder = month_file.with_suffix("")
+    folder.mkdir()
+    (folder / "a.csv").write_text("\n".join([header, *csv_rows]) + "\n")
+    (folder / "b.csv").write_text("\n".join([header, *parquet_rows]) + "\n")
+    to_parquet(folder / "b.csv", folder / "b.parquet")
+    (folder / "b.csv").unlink()
+    month_file.unlink()
+    return folder
+
+
 def set_cell(line: str, index: int, value: str) -> str:
     cells = line.split(",")
     assert cells[index] != value
@@ -187,19 +201,13 @@ def test_parquet_quarantine_rows_carry_the_row_number_from_1(tmp_path):
 def test_rows_read_are_used_plus_quarantined_per_file(tmp_path):
     landing = copy_landing(tmp_path)
     june = landing / "balances" / "2025-06.csv"
-    header, *data = june.read_text().splitlines()
-    folder = landing / "balances" / "2025-06"
-    folder.mkdir()
+    data = june.read_text().splitlines()[1:]
     first, second = data[:25], data[25:]
     first[3] = set_cell(first[3], 2, "")  # missing product_code
     second[0] = set_cell(second[0], 1, "stranger")
     second[1] = set_cell(second[1], 1, "stranger")
     second.append(second[2])  # the same account and day twice: both copies are bad
-    (folder / "a.csv").write_text("\n".join([header, *first]) + "\n")
-    (folder / "tmp.csv").write_text("\n".join([header, *second]) + "\n")
-    to_parquet(folder / "tmp.csv", folder / "b.parquet")
-    (folder / "tmp.csv").unlink()
-    june.unlink()
+    split_into_folder(june, first, second)
     warehouse = Warehouse(tmp_path / "warehouse")
 
     result = ingest_once(warehouse, landing)
@@ -219,15 +227,9 @@ def test_rows_read_are_used_plus_quarantined_per_file(tmp_path):
 def test_a_folder_of_files_is_read_as_its_month(tmp_path):
     landing = copy_landing(tmp_path)
     march_file = landing / "balances" / "2025-03.csv"
-    header, *data = march_file.read_text().splitlines()
-    folder = landing / "balances" / "2025-03"
-    folder.mkdir()
-    (folder / "a.csv").write_text("\n".join([header, *data[:50]]) + "\n")
-    (folder / "rest.csv").write_text("\n".join([header, *data[50:]]) + "\n")
-    to_parquet(folder / "rest.csv", folder / "b.parquet")
-    (folder / "rest.csv").unlink()
+    data = march_file.read_text().splitlines()[1:]
+    folder = split_into_folder(march_file, data[:50], data[50:])
     (folder / "notes.txt").write_text("not a data file")
-    march_file.unlink()
     warehouse = Warehouse(tmp_path / "warehouse")
     reference = Warehouse(tmp_path / "reference")  # the same rows as one file, for comparison
     reference_landing = copy_landing(tmp_path / "ref")

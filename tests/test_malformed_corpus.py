@@ -37,6 +37,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from ground.errors import BadRowsError, InputError, TiersError
+from rules import sources
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 SCENARIO = "icbc_money"
@@ -390,6 +391,28 @@ def bad(column: str, reason: str, rows: int = 1) -> dict[tuple[str, str], int]:
     return {(column, reason): rows}
 
 
+def interval_cases(dataset: str, prefix: str, unknown_code: str) -> list[Case]:
+    """The bad rows of a reference interval source (rules/sources.py, _interval): one validation serves
+    every such source, so each is broken the same ways, in its own column names."""
+    columns = sources.source(dataset).interval_params
+    code, start, end = columns["code_column"], columns["start_column"], columns["end_column"]
+    file = f"{dataset}.csv"
+
+    def case(name: str, cells: dict[str, str], column: str, reason: str) -> Case:
+        return Case(f"{prefix}_{name}", add(file, **cells), BadRows(file, bad(column, reason)))
+
+    return [
+        case("padded_customer_id", {"customer_id": "borrower "}, "customer_id", "padded_value"),
+        case(f"missing_{code}", {code: ""}, code, "missing_value"),
+        case(f"missing_{start}", {start: ""}, start, "missing_value"),
+        case(f"unparseable_{start}", {start: "2025-02-30"}, start, "unparseable"),
+        case(f"unparseable_{end}", {end: "2025-13-01"}, end, "unparseable"),
+        case(f"unknown_{code}", {code: unknown_code}, code, "unknown_code"),
+        case("unknown_customer", {"customer_id": "stranger"}, "customer_id", "unknown_customer"),
+        case("end_before_start", {start: "2025-03-01", end: "2025-02-01"}, end, "end_before_start"),
+    ]
+
+
 CASES = [
     # ---- the run fails: files that are missing, unreadable or of the wrong shape ----
     Case("missing_balances_month", delete("balances/2025-03.csv"),
@@ -563,29 +586,9 @@ CASES = [
     Case("cust_padded_customer_id", add("customers.csv", customer_id="newcomer "),
          BadRows("customers.csv", bad("customer_id", "padded_value"))),
 
-    # ---- bad rows: products ----
-    Case("prod_missing_opened_on", add("products.csv", opened_on=""),
-         BadRows("products.csv", bad("opened_on", "missing_value"))),
-    Case("prod_unparseable_date", add("products.csv", opened_on="2025-02-30"),
-         BadRows("products.csv", bad("opened_on", "unparseable"))),
-    Case("prod_unknown_product_code", add("products.csv", product_code="yacht_club"),
-         BadRows("products.csv", bad("product_code", "unknown_code"))),
-    Case("prod_unknown_customer", add("products.csv", customer_id="stranger"),
-         BadRows("products.csv", bad("customer_id", "unknown_customer"))),
-    Case("prod_closed_before_opened", add("products.csv", opened_on="2025-03-01", closed_on="2025-02-01"),
-         BadRows("products.csv", bad("closed_on", "end_before_start"))),
-
-    # ---- bad rows: credit events ----
-    Case("evt_missing_event_code", add("credit_events.csv", event_code=""),
-         BadRows("credit_events.csv", bad("event_code", "missing_value"))),
-    Case("evt_unparseable_cured_on", add("credit_events.csv", cured_on="2025-13-01"),
-         BadRows("credit_events.csv", bad("cured_on", "unparseable"))),
-    Case("evt_unknown_event_code", add("credit_events.csv", event_code="bankruptcy"),
-         BadRows("credit_events.csv", bad("event_code", "unknown_code"))),
-    Case("evt_unknown_customer", add("credit_events.csv", customer_id="stranger"),
-         BadRows("credit_events.csv", bad("customer_id", "unknown_customer"))),
-    Case("evt_cured_before_started", add("credit_events.csv", started_on="2025-03-01", cured_on="2025-01-01"),
-         BadRows("credit_events.csv", bad("cured_on", "end_before_start"))),
+    # ---- bad rows: products and credit events (one interval validation) ----
+    *interval_cases("products", "prod", unknown_code="yacht_club"),
+    *interval_cases("credit_events", "evt", unknown_code="bankruptcy"),
 
     # ---- bad rows: FX rates ----
     Case("fx_missing_rate", add("fx_rates.csv", cny_per_unit=""), BadRows("fx_rates.csv", bad("cny_per_unit", "missing_value"))),

@@ -135,6 +135,18 @@ def _start(argv: list[str], env: dict, cwd: Path, stderr_path: Path) -> subproce
                                 start_new_session=True)
 
 
+def kill_group(proc: subprocess.Popen) -> bool:
+    """SIGKILL a run started in its own session (its whole process group) and reap it; whether it had
+    already exited by itself."""
+    exited = proc.poll() is not None
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=60)
+    return exited
+
+
 def _open_files(pid: int) -> list[str]:
     """What a process has open right now (Linux /proc), to tell which stage a kill interrupted."""
     opened = []
@@ -274,12 +286,7 @@ def test_kill_9_at_any_moment_leaves_each_snapshot_old_or_new_and_whole(kill_ref
         while proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.002)
         opened = _open_files(proc.pid)
-        exited_by_itself = proc.poll() is not None
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(timeout=60)
+        exited_by_itself = kill_group(proc)
         if exited_by_itself:
             # A run that finished before its kill moment must have succeeded (an earlier kill must not
             # have left the warehouse in a state that breaks the next run).

@@ -281,11 +281,14 @@ class Ingestor:
 
     def _validate(self, source: landing.Source) -> str:
         """A reference file: staged as text, validated into a table (small files); its bad rows in ``rejected``."""
-        landing.stage(self.con, source, f"staged_{source.dataset}")
-        validated = sources.source(source.dataset).validated
-        runner.build(self.con, [validated], **vocabulary_params(self.vocab))
-        self._keep_rejected(validated)
-        return validated
+        declared = sources.source(source.dataset)
+        landing.stage(self.con, source, declared.landed)
+        params = vocabulary_params(self.vocab)
+        if declared.interval_codes:
+            params |= {"codes": params[declared.interval_codes], **declared.interval_params}
+        runner.build(self.con, [declared.validated], **params)
+        self._keep_rejected(declared.validated)
+        return declared.validated
 
     def _validate_month(self, source: landing.Source) -> str:
         """A month: validated as a view over its files; only its bad rows are stored (``rejected``).

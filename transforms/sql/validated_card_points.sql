@@ -1,18 +1,14 @@
 -- name: validated_card_points
 -- kind: view
--- reads: checked_card_points, card_point_customers, card_point_duplicates, cell_types
+-- reads: checked_card_points, card_point_customers, card_point_duplicates, month_problem
 -- validated_card_points: every landed row of one month's card-points file(s), typed, with its first
 -- problem (problem_column, reason) or NULLs when the row is good. A view, as validated_transactions.
 WITH checked AS (
     SELECT
         c.*,
-        CASE
-            WHEN c.row_problem IS NOT NULL THEN c.row_problem
-            -- A padded customer_id is never in customers, so it is found among the unknown ones.
-            WHEN u.customer_id IS NOT NULL AND padded(c.customer_id) THEN 'customer_id:padded_value'
-            WHEN u.customer_id IS NOT NULL THEN 'customer_id:unknown_customer'
-            WHEN d.source_row IS NOT NULL THEN 'entry_id:duplicate_key'
-        END AS problem
+        -- Points are not converted: no FX problem.
+        month_problem(c.row_problem, c.customer_id, u.customer_id IS NOT NULL, d.source_row IS NOT NULL,
+                      'entry_id:duplicate_key', NULL) AS problem
     FROM checked_card_points AS c
     LEFT JOIN card_point_customers AS u ON u.customer_id = c.customer_id AND NOT u.known
     LEFT JOIN card_point_duplicates AS d ON d.file_ordinal = c.file_ordinal AND d.source_row = c.source_row

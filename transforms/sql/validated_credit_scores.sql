@@ -1,14 +1,13 @@
 -- name: validated_credit_scores
 -- kind: temp table
--- reads: staged_credit_scores, customers
+-- reads: staged_credit_scores, customers, cell_types
 -- registered: staged_credit_scores
 -- validated_credit_scores: every staged credit-score row, typed, with its first problem (NULLs when
 -- good). A score is a whole number in 300..850; a customer has one score per day.
 WITH typed AS (
     SELECT
         *,
-        CASE WHEN regexp_full_match(scored_on, '[0-9]{4}-[0-9]{2}-[0-9]{2}') THEN TRY_CAST(scored_on AS DATE) END
-            AS scored_day,
+        text_date(scored_on) AS scored_day,
         CASE WHEN regexp_full_match(score, '-?[0-9]{1,9}') THEN CAST(score AS INTEGER) END AS score_value,
         count(*) OVER (PARTITION BY customer_id, scored_on) AS key_rows
     FROM staged_credit_scores
@@ -18,8 +17,7 @@ checked AS (
         t.*,
         CASE
             WHEN t.customer_id IS NULL THEN 'customer_id:missing_value'
-            -- Leading or trailing whitespace (as the macro padded() in cell_types.sql).
-            WHEN regexp_matches(t.customer_id, '^[\s\p{Z}]|[\s\p{Z}]$') THEN 'customer_id:padded_value'
+            WHEN padded(t.customer_id) THEN 'customer_id:padded_value'
             WHEN t.scored_on IS NULL THEN 'scored_on:missing_value'
             WHEN t.score IS NULL THEN 'score:missing_value'
             WHEN t.scored_day IS NULL THEN 'scored_on:unparseable'

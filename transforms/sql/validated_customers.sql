@@ -1,6 +1,6 @@
 -- name: validated_customers
 -- kind: temp table
--- reads: staged_customers
+-- reads: staged_customers, cell_types
 -- registered: staged_customers
 -- validated_customers: every staged customer row with its first problem (NULLs when good).
 WITH keyed AS (
@@ -12,8 +12,7 @@ checked AS (
         *,
         CASE
             WHEN customer_id IS NULL THEN 'customer_id:missing_value'
-            -- Leading or trailing whitespace (as the macro padded() in cell_types.sql).
-            WHEN regexp_matches(customer_id, '^[\s\p{Z}]|[\s\p{Z}]$') THEN 'customer_id:padded_value'
+            WHEN padded(customer_id) THEN 'customer_id:padded_value'
             WHEN key_rows > 1 THEN 'customer_id:duplicate_key'
         END AS problem
     FROM keyed

@@ -1,13 +1,12 @@
 -- name: validated_fx_rates
 -- kind: temp table
--- reads: staged_fx_rates
+-- reads: staged_fx_rates, cell_types
 -- registered: staged_fx_rates
 -- validated_fx_rates: every staged rate row, typed, with its first problem (NULLs when good).
 WITH typed AS (
     SELECT
         *,
-        CASE WHEN regexp_full_match(rate_date, '[0-9]{4}-[0-9]{2}-[0-9]{2}') THEN TRY_CAST(rate_date AS DATE) END
-            AS day,
+        text_date(rate_date) AS day,
         CASE WHEN regexp_full_match(cny_per_unit, '-?[0-9]{1,9}(\.[0-9]{1,8})?')
              THEN CAST(cny_per_unit AS DECIMAL(18, 8)) END AS rate,
         count(*) OVER (PARTITION BY currency, rate_date) AS key_rows
