@@ -107,7 +107,7 @@ def test_a_scheduled_run_without_a_month_evaluates_the_month_just_ended(monkeypa
     assert scheduled_month() == Month(2025, 6)
 
     seen = {}
-    monkeypatch.setattr(runs, "_run", lambda input_dir, first, last, *rest: seen.update(first=first, last=last))
+    monkeypatch.setattr(runs, "run_months", lambda input_dir, first, last, *rest, **options: seen.update(first=first, last=last))
     runs.month_end.fn("landing")
     assert seen == {"first": "2025-06", "last": "2025-06"}
 
