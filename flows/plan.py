@@ -7,14 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import duckdb
-
 from rules.loader import LoadedProgram
-from rules.schema import MONTHLY_SOURCES
 from stores import snapshots
 from ground.errors import InputError
 from ground.months import Month, month_range, window
-from ground.paths import duckdb_path
 from stores.warehouse import Warehouse
 from rules import sources
 from transforms import landing
@@ -71,35 +67,15 @@ def _before_landing(input_dir: Path, loaded: LoadedProgram, month: Month) -> boo
     return month < beginning
 
 
-def _has_rates(input_dir: Path, currency: str) -> bool:
-    """Whether the landing folder's fx_rates file has any rate of ``currency`` (a file that cannot be read
-    counts as having one: ingestion then fails on it with its own message)."""
-    source = landing.reference_source(input_dir, "fx_rates", required=False)
-    if source is None:
-        return False
-    path = source.files[0]
-    reader = "read_csv($path, header = true, all_varchar = true)" if path.suffix == ".csv" else "read_parquet($path)"
-    try:
-        with duckdb.connect() as con:
-            [(found,)] = con.execute(f"SELECT count(*) > 0 FROM {reader} WHERE CAST(currency AS VARCHAR) = $currency",
-                                     {"path": duckdb_path(path), "currency": currency}).fetchall()
-    except duckdb.Error:
-        return True
-    return found
-
-
 def absent_data(input_dir: Path, loaded: LoadedProgram) -> list[str]:
     """What the program's figures read that the landing folder lacks altogether (data-contract.md section 4):
     an optional dataset, or any rate of a currency a figure is valued in. Nothing: the program applies."""
     absent = []
     for dataset in loaded.rules.optional_sources:
-        if dataset in MONTHLY_SOURCES:
-            if not (input_dir / dataset).is_dir():
-                absent.append(f"no {dataset}/ folder")
-        elif landing.reference_source(input_dir, dataset, required=False) is None:
-            absent.append(f"no {dataset} file")
+        if not landing.present(input_dir, dataset):
+            absent.append(f"no {dataset}/ folder" if sources.source(dataset).monthly else f"no {dataset} file")
     for currency in loaded.rules.valuation_currencies:
-        if not _has_rates(input_dir, currency):
+        if not landing.has_rates(input_dir, currency):
             absent.append(f"no {currency} rate in fx_rates")
     return absent
 

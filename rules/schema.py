@@ -347,11 +347,6 @@ class Program(_Strict):
         return needed
 
     @property
-    def reference_sources(self) -> list[str]:
-        """The reference files the figures read besides customers, products and credit events."""
-        return sorted({figure.source for figure in self.figures.values() if figure.source not in MONTHLY_SOURCES})
-
-    @property
     def optional_sources(self) -> list[str]:
         """The datasets the figures read that a bank may not have at all (``OPTIONAL_SOURCES``)."""
         return sorted({figure.source for figure in self.figures.values() if figure.source in OPTIONAL_SOURCES})

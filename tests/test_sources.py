@@ -239,6 +239,10 @@ def test_landing_tells_which_optional_sources_are_present(tmp_path):
     folder = landing_with(tmp_path / "more", POINTS_HEADER, SCORES_HEADER)
     assert landing.present(folder, "card_points") and landing.present(folder, "credit_scores")
     assert landing.landed_months(folder, "card_points") == [JUNE]
+    # A card_points folder without a month is there, incomplete: a run fails on the month, never skips it.
+    empty = landing_with(tmp_path / "empty")
+    (empty / "card_points").mkdir()
+    assert landing.present(empty, "card_points") and landing.landed_months(empty, "card_points") == []
 
 
 # -- balance_month's foreign_currency ------------------------------------------------------------------

@@ -547,8 +547,26 @@ def landed_months(input_dir: Path, dataset: str) -> list[Month]:
 
 
 def present(input_dir: Path, dataset: str) -> bool:
-    """Whether the landing folder has ``dataset`` at all: a reference file, or any month of a monthly one
-    (which programs apply, data-contract.md section 4)."""
+    """Whether the landing folder has ``dataset`` at all: a reference file, or the folder of a monthly one
+    (which programs apply, data-contract.md section 4). A monthly folder without the months a window
+    needs is present but incomplete: the run fails on the missing month instead of skipping the program."""
     if sources.source(dataset).monthly:
-        return bool(landed_months(input_dir, dataset))
+        return (input_dir / dataset).is_dir()
     return _one_of(input_dir / dataset) is not None
+
+
+def has_rates(input_dir: Path, currency: str) -> bool:
+    """Whether the landing folder's fx_rates file has any rate of ``currency`` (a file that cannot be read
+    counts as having one: ingestion then fails on it with its own message)."""
+    source = reference_source(input_dir, "fx_rates", required=False)
+    if source is None:
+        return False
+    path = source.files[0]
+    reader = "read_csv($path, header = true, all_varchar = true)" if path.suffix == ".csv" else "read_parquet($path)"
+    try:
+        with duckdb.connect() as con:
+            [(found,)] = con.execute(f"SELECT count(*) > 0 FROM {reader} WHERE CAST(currency AS VARCHAR) = $currency",
+                                     {"path": duckdb_path(path), "currency": currency}).fetchall()
+    except duckdb.Error:
+        return True
+    return found
